@@ -1,0 +1,81 @@
+"""create_app(settings) and the zero-argument factory gunicorn calls.
+
+The only module that imports every room. Resources (the S3 client, the
+link-signing key, the users database) open and close in cleanup_ctx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+
+from . import keys
+from . import settings as settings_mod
+from .http import middlewares, routes
+from .http.accesslog import AccessLogger
+from .http.links import LinkSigner
+from .http.uploads import UploadRegistry
+from .settings import Settings
+from .storage.budget import MemoryBudget
+from .storage.s3 import Storage
+
+log = logging.getLogger("s3gate")
+
+
+async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
+    async with Storage.open(app[keys.SETTINGS]) as storage:
+        app[keys.STORAGE] = storage
+        yield
+
+
+async def _links_ctx(app: web.Application) -> AsyncIterator[None]:
+    path = Path(app[keys.SETTINGS].data_dir) / "link-signing.key"
+    app[keys.LINKS] = await asyncio.to_thread(LinkSigner.load_or_create, path)
+    yield
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(
+        middlewares=[middlewares.request_id_middleware, middlewares.error_middleware],
+        # Only read()/post()/json() honour this; uploads stream and have their own limits.
+        client_max_size=1024 * 1024,
+    )
+    app[keys.SETTINGS] = settings
+    app[keys.BUDGET] = MemoryBudget(settings.upload_memory_budget)
+    app[keys.UPLOADS] = UploadRegistry()
+    app.cleanup_ctx.append(_storage_ctx)
+    app.cleanup_ctx.append(_links_ctx)
+    app.on_shutdown.append(app[keys.UPLOADS].on_shutdown)
+    routes.setup(app)
+    return app
+
+
+def configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # botocore logs request details (headers, signatures) at DEBUG: never let them through.
+    logging.getLogger("botocore").setLevel(max(logging.INFO, logging.getLogger().level))
+    logging.getLogger("aiobotocore").setLevel(max(logging.INFO, logging.getLogger().level))
+
+
+async def app_factory() -> web.AppRunner:
+    """gunicorn entry: `gunicorn s3gate.app:app_factory -k aiohttp.GunicornWebWorker`.
+
+    Returns a runner so the worker uses our shutdown_timeout (kept below
+    gunicorn's graceful timeout, so aborts finish before the worker is killed).
+    """
+    settings = settings_mod.load()
+    configure_logging(settings)
+    app = create_app(settings)
+    return web.AppRunner(
+        app,
+        shutdown_timeout=settings.shutdown_timeout,
+        access_log=logging.getLogger("s3gate.access"),
+        access_log_class=AccessLogger,
+    )

@@ -1,0 +1,1 @@
+"""The HTTP room: routes, middlewares, handlers, streaming in and out."""

@@ -1,0 +1,96 @@
+"""The REST face: /files/BUCKET/KEY (GET, HEAD, PUT, POST, DELETE) and listings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from .. import keys
+from ..errors import MethodNotAllowed
+from ..storage.writer import UploadResult
+from .responses import json_response
+from . import access, downloads, listing, links, uploads
+from .paths import check_bucket, check_key, check_prefix
+
+
+def result_json(r: UploadResult) -> dict[str, Any]:
+    return {"bucket": r.bucket, "key": r.key, "size": r.size, "etag": r.etag.strip('"'), "sha256": r.sha256}
+
+
+def result_headers(r: UploadResult) -> dict[str, str]:
+    return {"ETag": r.etag, "X-Checksum-Sha256": r.sha256}
+
+
+def target(request: web.Request) -> tuple[str, str]:
+    return check_bucket(request.match_info["bucket"]), request.match_info.get("path", "")
+
+
+async def buckets(request: web.Request) -> web.Response:
+    return await listing.list_buckets(request)
+
+
+async def bucket_root(request: web.Request) -> web.StreamResponse:
+    bucket, _ = target(request)
+    if request.method == "POST":
+        return await post_form(request, bucket, "")
+    await request.app[keys.STORAGE].require_bucket(bucket)
+    return await listing.list_page(request, bucket, "")
+
+
+async def object_route(request: web.Request) -> web.StreamResponse:
+    bucket, path = target(request)
+    method = request.method
+    if method in ("GET", "HEAD"):
+        if path.endswith("/"):
+            await request.app[keys.STORAGE].require_bucket(bucket)
+            return await listing.list_page(request, bucket, check_prefix(path))
+        return await download(request, bucket, check_key(path))
+    if method == "PUT":
+        return await put_object(request, bucket, check_key(path))
+    if method == "POST":
+        return await post_form(request, bucket, check_prefix(path))
+    if method == "DELETE":
+        return await delete_object(request, bucket, check_key(path))
+    raise MethodNotAllowed(headers={"Allow": "GET, HEAD, PUT, POST, DELETE"})
+
+
+async def download(request: web.Request, bucket: str, key: str) -> web.StreamResponse:
+    if links.is_signed(request.query):
+        # A gateway-signed link stands in for credentials, for this object only.
+        request.app[keys.LINKS].verify(bucket, key, dict(request.query))
+        return await downloads.proxy(request, bucket, key)
+    await access.require(request, "read", bucket, key)
+    mode = downloads.requested_mode(request)
+    if mode == "redirect" and downloads.link_mode(request.app[keys.SETTINGS]) == "s3" and request.method == "GET":
+        await request.app[keys.STORAGE].head(bucket, key)  # 404 here, not a dead link
+        url = await downloads.make_link(request, bucket, key, access.principal_name(request))
+        return downloads.redirect(url)
+    return await downloads.proxy(request, bucket, key)
+
+
+async def put_object(request: web.Request, bucket: str, key: str) -> web.Response:
+    await access.require(request, "write", bucket, key)
+    uploads.check_length(request)
+    uploads.expected_checksums(request)  # malformed headers: 400 before the body
+    await request.app[keys.STORAGE].require_bucket(bucket)
+    await uploads.send_continue(request)
+    result = await uploads.receive_body(request, bucket, key)
+    body = result_json(result)
+    return json_response(
+        body, status=201, headers={**result_headers(result), "Location": f"/files/{bucket}/{key}"}
+    )
+
+
+async def post_form(request: web.Request, bucket: str, prefix: str) -> web.Response:
+    await access.require(request, "write", bucket, prefix)
+    await request.app[keys.STORAGE].require_bucket(bucket)
+    await uploads.send_continue(request)
+    results = await uploads.receive_form(request, bucket, prefix)
+    return json_response({"uploaded": [result_json(r) for r in results]}, status=201)
+
+
+async def delete_object(request: web.Request, bucket: str, key: str) -> web.Response:
+    await access.require(request, "delete", bucket, key)
+    await request.app[keys.STORAGE].delete(bucket, key)
+    return json_response({"deleted": key, "bucket": bucket})

@@ -1,0 +1,89 @@
+"""Gateway-signed download links: /files/BUCKET/KEY?expires=T&by=USER&sig=HMAC.
+
+Used where clients cannot reach S3 itself (the embedded store on loopback):
+anyone holding the link may fetch that one object until it expires. The key
+lives in the data directory (mode 0600) so links survive restarts and are
+valid on every worker.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+import time
+from pathlib import Path
+from urllib.parse import quote, urlencode
+
+from ..errors import Forbidden
+
+SIG_PARAMS = ("expires", "by", "sig")
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+class LinkSigner:
+    def __init__(self, secret: bytes):
+        if len(secret) < 32:
+            raise ValueError("link-signing key must be at least 32 bytes")
+        self._secret = secret
+
+    @classmethod
+    def load_or_create(cls, path: Path) -> "LinkSigner":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return cls(bytes.fromhex(path.read_text().strip()))
+        except FileNotFoundError:
+            pass
+        secret = secrets.token_bytes(32)
+        # O_EXCL: when several workers start at once, one creates, the others read.
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            for _ in range(50):
+                text = path.read_text().strip()
+                if text:
+                    return cls(bytes.fromhex(text))
+                time.sleep(0.01)
+            raise
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secret.hex())
+        return cls(secret)
+
+    def _mac(self, bucket: str, key: str, expires: int, by: str) -> str:
+        msg = "\n".join(("s3gate-link-v1", bucket, key, str(expires), by)).encode()
+        return _b64(hmac.new(self._secret, msg, hashlib.sha256).digest())
+
+    def sign(self, bucket: str, key: str, *, lifetime: int, by: str = "", now: float | None = None) -> dict[str, str]:
+        expires = int((now or time.time()) + lifetime)
+        query = {"expires": str(expires)}
+        if by:
+            query["by"] = by
+        query["sig"] = self._mac(bucket, key, expires, by)
+        return query
+
+    def url(self, base: str, bucket: str, key: str, *, lifetime: int, by: str = "") -> str:
+        query = self.sign(bucket, key, lifetime=lifetime, by=by)
+        return f"{base}/files/{quote(bucket)}/{quote(key, safe='/')}?{urlencode(query)}"
+
+    def verify(self, bucket: str, key: str, query: dict[str, str], *, now: float | None = None) -> str:
+        """Return the signer's name ('' if anonymous); raise 403 if tampered or expired."""
+        try:
+            expires = int(query["expires"])
+            sig = query["sig"]
+        except (KeyError, ValueError):
+            raise Forbidden("invalid download link") from None
+        by = query.get("by", "")
+        if not hmac.compare_digest(sig, self._mac(bucket, key, expires, by)):
+            raise Forbidden("invalid download link (signature does not match)")
+        if (now or time.time()) > expires:
+            raise Forbidden("download link expired")
+        return by
+
+
+def is_signed(query) -> bool:
+    return "sig" in query and "expires" in query

@@ -1,0 +1,52 @@
+"""The route table: every URL the gateway answers, in one place."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from .. import keys
+from ..errors import StorageUnavailable
+from .responses import json_response
+from . import files, seed
+from .uploads import defer_continue
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    try:
+        await asyncio.wait_for(request.app[keys.STORAGE].ping(), timeout=5)
+    except asyncio.TimeoutError:
+        raise StorageUnavailable("storage did not answer within 5 s") from None
+    return json_response({"status": "ready"})
+
+
+def setup(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/healthz", healthz, allow_head=True)
+    r.add_get("/readyz", readyz, allow_head=True)
+
+    # The seed's routes, exactly as its users type them.
+    r.add_get("/downloads3/{bucket}/{path:.+}", seed.download_link)
+    for path in ("/uploads3/{bucket}", "/uploads3/{bucket}/"):
+        r.add_route("POST", path, seed.upload, expect_handler=defer_continue)
+    for path in ("/listfiles/{bucket}", "/listfiles/{bucket}/"):
+        r.add_get(path, seed.list_files)
+    r.add_route("GET", "/deletefile/{bucket}/{path:.+}", seed.delete_file)
+    r.add_route("DELETE", "/deletefile/{bucket}/{path:.+}", seed.delete_file)
+
+    # The REST face.
+    r.add_get("/files", files.buckets)
+    r.add_get("/files/", files.buckets)
+    for path in ("/files/{bucket}", "/files/{bucket}/"):
+        r.add_route("GET", path, files.bucket_root)
+        r.add_route("HEAD", path, files.bucket_root)
+        r.add_route("POST", path, files.bucket_root, expect_handler=defer_continue)
+    for method in ("GET", "HEAD", "DELETE"):
+        r.add_route(method, "/files/{bucket}/{path:.+}", files.object_route)
+    for method in ("PUT", "POST"):
+        r.add_route(method, "/files/{bucket}/{path:.+}", files.object_route, expect_handler=defer_continue)

@@ -1,0 +1,25 @@
+"""Every typed app and request key, in one place (aiohttp's web.AppKey / RequestKey)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+if TYPE_CHECKING:  # imported for typing only: keys.py must not pull in the rooms
+    from .http.links import LinkSigner
+    from .http.uploads import UploadRegistry
+    from .settings import Settings
+    from .storage.budget import MemoryBudget
+    from .storage.s3 import Storage
+
+SETTINGS = web.AppKey("settings", "Settings")
+STORAGE = web.AppKey("storage", "Storage")
+BUDGET = web.AppKey("budget", "MemoryBudget")
+LINKS = web.AppKey("links", "LinkSigner")
+UPLOADS = web.AppKey("uploads", "UploadRegistry")
+# Installed by the auth room; absent when auth is switched off (see http/access.py).
+POLICY = web.AppKey("policy", object)
+
+REQUEST_ID = web.RequestKey("request_id", str)
+ERROR_STYLE = web.RequestKey("error_style", str)  # "text" | "json" | "html"

@@ -1,0 +1,184 @@
+"""Settings: declared once (name, default, help), loaded from TOML then the environment.
+
+Every setting can be given in the config file (``S3GATE_CONFIG`` or
+``config/s3gate.toml``) or as ``S3GATE_<NAME>`` in the environment; the
+environment wins. ``tests/test_docs.py`` checks that each one is documented.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+# S3's own limits (AWS documentation, "Amazon S3 multipart upload limits").
+S3_MIN_PART = 5 * MiB
+S3_MAX_PART = 5 * GiB
+S3_MAX_PARTS = 10_000
+S3_MAX_OBJECT = 5 * 1024 * GiB
+
+
+def setting(default: Any, help: str, *, secret: bool = False) -> Any:
+    return field(default=default, metadata={"help": help, "secret": secret})
+
+
+@dataclass(frozen=True)
+class Settings:
+    # -- where the gateway listens
+    host: str = setting("127.0.0.1", "Address to bind. Loopback unless you mean otherwise.")
+    port: int = setting(5000, "TCP port to listen on.")
+    workers: int = setting(0, "gunicorn worker processes; 0 = one per CPU core.")
+    data_dir: str = setting("data", "Directory for the embedded S3's data, the link-signing key and the users database.")
+    public_url: str = setting("", "Base URL clients use to reach the gateway (e.g. https://files.example.org); used in links. Empty = from the request.")
+    trust_forwarded: bool = setting(False, "Trust X-Forwarded-Proto/-Host/-For from a reverse proxy (nginx). Only enable behind one.")
+    log_level: str = setting("info", "Log level: debug, info, warning, error.")
+
+    # -- the S3 store
+    s3_endpoint: str = setting("", "S3 endpoint URL. Empty = start the embedded SeaweedFS (run.sh / s3gate serve).")
+    s3_region: str = setting("us-east-1", "S3 region.")
+    s3_access_key: str = setting("", "S3 access key id. Empty = botocore's usual chain (AWS_ACCESS_KEY_ID, ~/.aws, instance role).", secret=True)
+    s3_secret_key: str = setting("", "S3 secret access key.", secret=True)
+    s3_addressing_style: str = setting("path", "S3 addressing style: path or virtual (use virtual on AWS).")
+    s3_public_endpoint: str = setting("", "Endpoint clients can reach, used only to sign presigned URLs when s3_endpoint is private.")
+    s3_max_connections: int = setting(64, "Connection pool size to S3 per worker.")
+    s3_timeout: float = setting(60.0, "Seconds to wait on S3 for a connection or a read before giving up (502/503).")
+    default_bucket: str = setting("files", "Bucket the embedded S3 creates at first start.")
+
+    # -- embedded SeaweedFS
+    embedded_s3_port: int = setting(8333, "Port of the embedded SeaweedFS S3 API (loopback); 0 = any free port.")
+
+    # -- downloads
+    download_mode: str = setting("proxy", "How GET /files/... serves bytes: proxy (stream through the gateway) or redirect (302 to a presigned S3 URL). Per request: ?mode=.")
+    link_mode: str = setting("auto", "What /downloads3/ hands out: s3 (presigned S3 URL), gateway (gateway-signed link to the proxy path) or auto (s3 when s3_public_endpoint is set or the endpoint is not on loopback).")
+    link_expiry: int = setting(3600, "Lifetime in seconds of presigned URLs and gateway-signed links.")
+    download_chunk: int = setting(1 * MiB, "Bytes per read from S3 when proxying downloads.")
+
+    # -- uploads
+    part_size: int = setting(8 * MiB, "Multipart part size in bytes (minimum 5 MiB; grows automatically when Content-Length needs more than 10,000 parts).")
+    parts_in_flight: int = setting(2, "Parts of one upload sent to S3 concurrently.")
+    upload_memory_budget: int = setting(256 * MiB, "Bytes of upload buffers per worker. When used up, further uploads wait (TCP backpressure); they do not fail.")
+    max_upload_bytes: int = setting(0, "Largest accepted upload in bytes (413 above it); 0 = S3's own limit (5 TiB).")
+    max_form_files: int = setting(1000, "Most files accepted in one multipart/form-data request.")
+    shutdown_timeout: float = setting(20.0, "Seconds a worker waits for in-flight downloads on shutdown; uploads are aborted at once.")
+    graceful_timeout: float = setting(30.0, "gunicorn's graceful timeout; must exceed shutdown_timeout so aborts finish.")
+    abort_stale_uploads_hours: float = setting(0.0, "If > 0, abort multipart uploads started by s3gate that are older than this many hours (checked hourly). Others' uploads are never touched.")
+
+    # ----------------------------------------------------------------------
+    def check(self) -> "Settings":
+        problems = []
+        if self.download_mode not in ("proxy", "redirect"):
+            problems.append("download_mode must be proxy or redirect")
+        if self.link_mode not in ("auto", "s3", "gateway"):
+            problems.append("link_mode must be auto, s3 or gateway")
+        if self.s3_addressing_style not in ("path", "virtual", "auto"):
+            problems.append("s3_addressing_style must be path, virtual or auto")
+        if not (S3_MIN_PART <= self.part_size <= S3_MAX_PART) and not self._allow_small_parts():
+            problems.append(f"part_size must be between {S3_MIN_PART} and {S3_MAX_PART} bytes")
+        if self.parts_in_flight < 1:
+            problems.append("parts_in_flight must be at least 1")
+        if self.upload_memory_budget < self.part_size:
+            problems.append("upload_memory_budget must hold at least one part")
+        if self.max_upload_bytes < 0:
+            problems.append("max_upload_bytes must be >= 0")
+        if self.shutdown_timeout >= self.graceful_timeout:
+            problems.append("shutdown_timeout must be below graceful_timeout")
+        if self.link_expiry <= 0 or self.link_expiry > 7 * 24 * 3600:
+            problems.append("link_expiry must be between 1 second and 7 days (SigV4's limit)")
+        if problems:
+            raise ConfigError("; ".join(problems))
+        return self
+
+    def _allow_small_parts(self) -> bool:
+        # Tests and benchmarks against SeaweedFS/moto may use tiny parts to
+        # exercise many-part uploads quickly; AWS would refuse them.
+        return os.environ.get("S3GATE_ALLOW_SMALL_PARTS") == "1" and self.part_size >= 1024
+
+    @property
+    def upload_limit(self) -> int:
+        return self.max_upload_bytes or S3_MAX_OBJECT
+
+    @property
+    def embedded(self) -> bool:
+        return not self.s3_endpoint
+
+    def redacted(self) -> dict[str, Any]:
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = "***" if f.metadata.get("secret") and value else value
+        return out
+
+
+def _coerce(name: str, kind: Any, raw: Any) -> Any:
+    kind = {"int": int, "float": float, "bool": bool, "str": str}.get(kind, kind)
+    if kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off", ""):
+            return False
+        raise ConfigError(f"{name}: expected true/false, got {raw!r}")
+    if kind in (int, float) and isinstance(raw, str):
+        raw = raw.strip().replace("_", "")
+        suffixes = {"k": 1024, "m": MiB, "g": GiB, "t": 1024 * GiB}
+        mult = 1
+        low = raw.lower().removesuffix("ib").removesuffix("b")
+        if low and low[-1] in suffixes:
+            mult, low = suffixes[low[-1]], low[:-1]
+        try:
+            return kind(float(low) * mult) if mult != 1 else kind(low)
+        except ValueError:
+            raise ConfigError(f"{name}: expected a number, got {raw!r}") from None
+    try:
+        return kind(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: expected {kind.__name__}, got {raw!r}") from None
+
+
+def config_path(environ: dict[str, str] | None = None) -> Path | None:
+    env = os.environ if environ is None else environ
+    if env.get("S3GATE_CONFIG"):
+        return Path(env["S3GATE_CONFIG"])
+    default = Path("config/s3gate.toml")
+    return default if default.exists() else None
+
+
+def load(environ: dict[str, str] | None = None, *, use_file: bool = True, **overrides: Any) -> Settings:
+    """File first, then S3GATE_* variables, then explicit overrides."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    path = config_path(env) if use_file else None
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
+        data = data.get("s3gate", data)
+        values.update(data)
+    known = {f.name: f for f in fields(Settings)}
+    for name in known:
+        key = f"S3GATE_{name.upper()}"
+        if key in env:
+            values[name] = env[key]
+    values.update(overrides)
+    unknown = set(values) - set(known)
+    if unknown:
+        raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    typed = {n: _coerce(n, known[n].type, v) for n, v in values.items()}
+    return Settings(**typed).check()
+
+
+def replace(settings: Settings, **changes: Any) -> Settings:
+    return dataclasses.replace(settings, **changes).check()

@@ -1,0 +1,1 @@
+"""The S3 room: an aiobotocore adapter. Never imports aiohttp.web."""

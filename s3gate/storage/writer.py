@@ -1,0 +1,274 @@
+"""ObjectWriter: turns a stream of chunks into one S3 object, all or nothing.
+
+- A body that fits in one part goes up as a single PutObject; anything larger
+  becomes a multipart upload whose parts (``bytes``, never a file on disk) are
+  sent ``parts_in_flight`` at a time while the next part is being read.
+- Each part's memory is reserved from the worker's :class:`MemoryBudget` before
+  it is filled; ``write`` waits when the budget is spent (backpressure).
+- Hashing (SHA-256 of the whole body, CRC32 per part for S3 to verify, MD5 when
+  the client sent Content-MD5) runs in a thread: hashlib and zlib release the
+  GIL, so it uses the second core instead of stalling the event loop.
+- Any failure or cancellation before ``finish`` completes aborts the multipart
+  upload: S3 never shows a partial object and an older object under the same
+  key stays as it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+import zlib
+from dataclasses import dataclass
+from typing import Callable
+
+from ..errors import ChecksumMismatch, PayloadTooLarge
+from ..settings import S3_MAX_PARTS, S3_MAX_PART, MiB
+from .budget import MemoryBudget
+from .s3 import UPLOADER_TAG, Storage
+
+log = logging.getLogger("s3gate.storage")
+
+
+def part_size_for(size_hint: int | None, part_size: int) -> int:
+    """Grow the part size so a body of known length fits in S3's 10,000 parts."""
+    if size_hint is None or size_hint <= part_size * S3_MAX_PARTS:
+        return part_size
+    needed = -(-size_hint // S3_MAX_PARTS)
+    return min(S3_MAX_PART, -(-needed // MiB) * MiB)
+
+
+def _crc32_b64(data: bytes) -> str:
+    return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    bucket: str
+    key: str
+    size: int
+    etag: str
+    sha256: str  # hex, over the bytes the gateway received
+    parts: int
+
+
+class ObjectWriter:
+    def __init__(
+        self,
+        storage: Storage,
+        budget: MemoryBudget,
+        bucket: str,
+        key: str,
+        *,
+        part_size: int,
+        parts_in_flight: int,
+        limit: int,
+        content_type: str,
+        size_hint: int | None = None,
+        expect_md5: bytes | None = None,
+        expect_sha256: bytes | None = None,
+        on_multipart: Callable[[str, str, str], None] | None = None,
+        on_multipart_end: Callable[[str], None] | None = None,
+    ):
+        self.storage = storage
+        self.budget = budget
+        self.bucket = bucket
+        self.key = key
+        self.part_size = part_size_for(size_hint, part_size)
+        self.parts_in_flight = parts_in_flight
+        self.limit = limit
+        self.content_type = content_type
+        self.size_hint = size_hint
+        self.expect_md5 = expect_md5
+        self.expect_sha256 = expect_sha256
+        self._on_multipart = on_multipart
+        self._on_multipart_end = on_multipart_end
+
+        self.size = 0
+        self._chunks: list[bytes] = []
+        self._buffered = 0
+        self._reserved = 0  # budget held by the part being filled
+        self._sha256 = hashlib.sha256()
+        self._md5 = hashlib.md5() if expect_md5 is not None else None
+        self._hash_chain: asyncio.Future[None] | None = None
+        self._upload_id: str | None = None
+        self._etags: list[str | None] = []
+        self._crcs: list[str] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._done = False
+
+    @property
+    def upload_id(self) -> str | None:
+        return self._upload_id
+
+    def _reservation(self) -> int:
+        if self.size_hint is not None:
+            return max(1, min(self.part_size, self.size_hint - self.size))
+        return self.part_size
+
+    async def write(self, chunk: bytes) -> None:
+        """Append a chunk. Waits for budget and for parts in flight."""
+        if not chunk:
+            return
+        if self.size + len(chunk) > self.limit:
+            raise PayloadTooLarge(f"upload exceeds the limit of {self.limit} bytes; nothing was stored")
+        view = memoryview(chunk)
+        while view:
+            if not self._reserved:
+                need = self._reservation()
+                await self.budget.acquire(need)
+                self._reserved = need
+            room = self.part_size - self._buffered
+            piece = view[:room]
+            self._chunks.append(bytes(piece) if len(piece) != len(chunk) else chunk)
+            self._buffered += len(piece)
+            self.size += len(piece)
+            view = view[len(piece) :]
+            if self._buffered >= self.part_size:
+                await self._send_part()
+
+    async def _take_part(self) -> tuple[bytes, int]:
+        data = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
+        self._chunks = []
+        self._buffered = 0
+        reserved, self._reserved = self._reserved, 0
+        return data, reserved
+
+    def _digest(self, data: bytes) -> str:
+        # Runs in a worker thread; callers keep these calls in order.
+        self._sha256.update(data)
+        if self._md5 is not None:
+            self._md5.update(data)
+        return _crc32_b64(data)
+
+    async def _hash_in_order(self, data: bytes, previous: asyncio.Future[None] | None) -> str:
+        if previous is not None:
+            await previous
+        return await asyncio.to_thread(self._digest, data)
+
+    async def _send_part(self) -> None:
+        data, reserved = await self._take_part()
+        try:
+            if self._upload_id is None:
+                self._upload_id = await self.storage.create_multipart(
+                    self.bucket, self.key, content_type=self.content_type, metadata={UPLOADER_TAG: "1"}
+                )
+                if self._on_multipart:
+                    self._on_multipart(self.bucket, self.key, self._upload_id)
+            while len(self._tasks) >= self.parts_in_flight:
+                await self._wait_one()
+        except BaseException:
+            self.budget.release(reserved)
+            raise
+        number = len(self._etags) + 1
+        self._etags.append(None)
+        self._crcs.append("")
+        hashed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        previous, self._hash_chain = self._hash_chain, hashed
+        task = asyncio.create_task(self._part_job(number, data, reserved, previous, hashed))
+        self._tasks.add(task)
+
+    async def _part_job(
+        self, number: int, data: bytes, reserved: int, previous: asyncio.Future[None] | None, hashed: asyncio.Future[None]
+    ) -> None:
+        try:
+            try:
+                crc = await self._hash_in_order(data, previous)
+            finally:
+                if not hashed.done():
+                    hashed.set_result(None)
+            self._crcs[number - 1] = crc
+            assert self._upload_id is not None
+            self._etags[number - 1] = await self.storage.upload_part(
+                self.bucket, self.key, self._upload_id, number, data, crc
+            )
+        finally:
+            del data
+            self.budget.release(reserved)
+
+    async def _wait_one(self) -> None:
+        done, _ = await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            self._tasks.discard(task)
+            task.result()  # re-raise the first failure
+
+    async def finish(self) -> UploadResult:
+        """Send what is left and make the object visible. Aborts on any failure."""
+        try:
+            return await self._finish()
+        except BaseException:
+            await self.abort()
+            raise
+
+    async def _finish(self) -> UploadResult:
+        if self._upload_id is None:
+            data, reserved = await self._take_part()
+            try:
+                crc = await self._hash_in_order(data, self._hash_chain)
+                self._verify()
+                etag = await self.storage.put(
+                    self.bucket,
+                    self.key,
+                    data,
+                    content_type=self.content_type,
+                    checksum_crc32=crc,
+                    metadata={UPLOADER_TAG: "1"},
+                )
+            finally:
+                if reserved:
+                    self.budget.release(reserved)
+            self._done = True
+            return UploadResult(self.bucket, self.key, self.size, etag, self._sha256.hexdigest(), 1)
+        if self._buffered:
+            await self._send_part()
+        elif self._reserved:
+            self.budget.release(self._reserved)
+            self._reserved = 0
+        while self._tasks:
+            await self._wait_one()
+        self._verify()
+        etag = await self.storage.complete_multipart(
+            self.bucket, self.key, self._upload_id, [e or "" for e in self._etags], self._crcs
+        )
+        self._done = True
+        if self._on_multipart_end:
+            self._on_multipart_end(self._upload_id)
+        return UploadResult(self.bucket, self.key, self.size, etag, self._sha256.hexdigest(), len(self._etags))
+
+    def _verify(self) -> None:
+        if self.size_hint is not None and self.size != self.size_hint:
+            raise ChecksumMismatch(f"body ended after {self.size} of {self.size_hint} bytes; nothing was stored")
+        if self.expect_sha256 is not None and self._sha256.digest() != self.expect_sha256:
+            raise ChecksumMismatch("SHA-256 of the body does not match the checksum sent; nothing was stored")
+        if self._md5 is not None and self._md5.digest() != self.expect_md5:
+            raise ChecksumMismatch("Content-MD5 does not match the body; nothing was stored")
+
+    async def abort(self) -> None:
+        """Undo everything: stop parts in flight, abort the multipart upload, free the budget.
+
+        Shielded from cancellation: a cancelled upload handler must still abort.
+        """
+        if self._done:
+            return
+        self._done = True
+        await asyncio.shield(self._abort())
+
+    async def _abort(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        self._chunks = []
+        if self._reserved:
+            self.budget.release(self._reserved)
+            self._reserved = 0
+        if self._upload_id is not None:
+            try:
+                await self.storage.abort_multipart(self.bucket, self.key, self._upload_id)
+                log.info("aborted multipart upload of %s/%s", self.bucket, self.key)
+            except Exception as exc:  # the sweeper or the lifecycle rule is the backstop
+                log.error("could not abort multipart upload of %s/%s: %s", self.bucket, self.key, exc)
+            if self._on_multipart_end:
+                self._on_multipart_end(self._upload_id)
