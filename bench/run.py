@@ -336,7 +336,7 @@ class Stack:
         env = clean_env()
         env.update(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY)
         argv = [
-            str(find_bin("weed")), "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            str(find_bin("weed")), f"-logdir={self.work}", "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             "-master.telemetry=false", "-admin.ui=false", "-webdav=false",
             "-s3.port.iceberg=0", "-s3.port.lance=0",
             f"-s3.port={s3}", f"-master.port={master}", f"-volume.port={volume}",
@@ -453,7 +453,7 @@ http {{
         return 0
 
     # -- s3gate
-    def start_gateway(self, budget: int) -> None:
+    def start_gateway(self, budget: int, extra: dict[str, str] | None = None) -> None:
         if not self.gw_port:
             self.gw_port = free_port(self.ports)
         (self.work / "gw-data").mkdir(exist_ok=True)
@@ -469,8 +469,12 @@ http {{
             S3GATE_DATA_DIR=str(self.work / "gw-data"),
             S3GATE_PART_SIZE="16MiB",
             S3GATE_UPLOAD_MEMORY_BUDGET=str(budget),
+            # The store is on loopback, so link_mode "auto" would pick gateway-signed links and
+            # ?mode=redirect would quietly proxy. The client here can reach SeaweedFS: presign.
+            S3GATE_LINK_MODE="s3",
         )
-        self.gw_env = {k: v for k, v in env.items() if k.startswith("S3GATE_")}
+        env.update(extra or {})
+        self.gw_env = {k: v for k, v in env.items() if k.startswith("S3GATE_") or k in (extra or {})}
         argv = [
             str(find_bin("gunicorn")), "s3gate.app:app_factory",
             "--worker-class", "aiohttp.GunicornWebWorker",
@@ -588,6 +592,67 @@ class CpuMeter:
             "proxy": cpu_seconds(self._proxy_pids()) - self.p0,
             "store": cpu_seconds(self.stack.weed_pids()) - self.s0,
         }
+
+
+class Profiler:
+    """py-spy record of the gateway worker while a measurement runs (--profile DIR).
+
+    Writes collapsed stacks (DIR/NAME.txt) and a summary of the hottest frames
+    (DIR/NAME.top.txt). A no-op without --profile.
+    """
+
+    def __init__(self, stack: Stack, args: argparse.Namespace, name: str, active: bool = True):
+        self.stack, self.args, self.name = stack, args, name
+        self.active = bool(args.profile) and active
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "Profiler":
+        if not self.active:
+            return self
+        out = Path(self.args.profile) / f"{self.name}.txt"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        argv = [self.args.py_spy, "record", "--pid", str(self.stack.gw_worker), "--rate", "250",
+                "--format", "raw", "--output", str(out), "--nonblocking"]  # fmt: skip
+        self.out = out
+        self.proc = PROCS.popen("py-spy", argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(0.5)  # attach
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGINT)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            pass
+        PROCS.stop(self.proc, timeout=2)
+        with contextlib.suppress(OSError):
+            summarize_profile(self.out)
+
+
+def summarize_profile(path: Path, top: int = 25) -> None:
+    self_t: dict[str, int] = {}
+    incl: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not stack or not n.isdigit():
+            continue
+        count = int(n)
+        total += count
+        frames = stack.split(";")
+        self_t[frames[-1]] = self_t.get(frames[-1], 0) + count
+        for f in set(frames):
+            incl[f] = incl.get(f, 0) + count
+    if not total:
+        return
+    lines = [f"{path.name}: {total} samples", "", "self %  frame"]
+    lines += [f"{100 * c / total:6.1f}  {f}" for f, c in sorted(self_t.items(), key=lambda x: -x[1])[:top]]
+    lines += ["", "incl %  frame"]
+    lines += [f"{100 * c / total:6.1f}  {f}" for f, c in sorted(incl.items(), key=lambda x: -x[1])[: top * 2]]
+    path.with_suffix(".top.txt").write_text("\n".join(lines) + "\n")
 
 
 def curl(args: list[str], timeout: float, resp_file: Path | None = None, stdin: Any = None) -> Transfer:
@@ -736,7 +801,7 @@ def section_big(stack: Stack, args: argparse.Namespace, gw: bool) -> list[str]:
         written: list[str] = []
         for name, proxy, fn, is_gw in uploads:
             key = f"big/up-{name}-{r}"
-            with CpuMeter(stack, proxy) as m:
+            with Profiler(stack, args, f"big-upload-{name}", proxy == "s3gate" and r == 0), CpuMeter(stack, proxy) as m:
                 t = fn(key)
             check_upload(t, size, f"upload {name}", sha if is_gw else None, gateway=is_gw)
             got = stack.head_size(key)
@@ -747,7 +812,8 @@ def section_big(stack: Stack, args: argparse.Namespace, gw: bool) -> list[str]:
             written.append(key)
             log(f"  repeat {r + 1}: upload {name}: {t.speed_up / 1e6:.0f} MB/s")
         for name, proxy, fn, redirects in downloads:
-            with CpuMeter(stack, proxy) as m:
+            tag = name.replace(" ", "-")
+            with Profiler(stack, args, f"big-download-{tag}", proxy == "s3gate" and r == 0), CpuMeter(stack, proxy) as m:
                 t = fn()
             check_download(t, size, f"download {name}", redirects)
             downs[name].append(t.speed_down / 1e6)
@@ -799,7 +865,7 @@ def section_rss(stack: Stack, args: argparse.Namespace) -> list[str]:
         for r in range(args.repeat):
             key = f"rss/{size}-{r}"
             pid = stack.gw_worker
-            with RssPoller(pid) as poll:
+            with Profiler(stack, args, f"rss-upload-{size_label(size).replace(' ', '')}", r == 0), RssPoller(pid) as poll:
                 t = curl_generated(size, f"{stack.gw_url}/files/{BUCKET}/{key}", max(120, size / 10e6), resp)
             check_upload(t, size, f"rss upload {size_label(size)}", gateway=True)
             if stack.head_size(key) != size:
@@ -844,7 +910,7 @@ def section_crowd(stack: Stack, args: argparse.Namespace) -> list[str]:
             except Exception as exc:  # noqa: BLE001 - reported below
                 results[i] = exc
 
-        with RssPoller(pid) as poll:
+        with Profiler(stack, args, "crowd-upload", r == 0), RssPoller(pid) as poll:
             t0 = time.monotonic()
             threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(n)]
             for th in threads:
@@ -915,7 +981,9 @@ async def small_phase(
     return dt
 
 
-async def small_target(stack: Stack, target: str, rep: int, n: int, size: int, conc: int, bodies: list[bytes]):
+async def small_target(
+    stack: Stack, args: argparse.Namespace, target: str, rep: int, n: int, size: int, conc: int, bodies: list[bytes]
+):
     import aiohttp
 
     if target == "s3gate":
@@ -932,10 +1000,11 @@ async def small_target(stack: Stack, target: str, rep: int, n: int, size: int, c
     proxy = {"direct": "", "nginx": "nginx", "s3gate": "s3gate"}[target]
     connector = aiohttp.TCPConnector(limit=conc)
     timeout = aiohttp.ClientTimeout(total=300)
+    prof = target == "s3gate" and rep == 0
     async with aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False) as session:
-        with CpuMeter(stack, proxy) as mp:
+        with Profiler(stack, args, "small-put", prof), CpuMeter(stack, proxy) as mp:
             t_put = await small_phase(session, put, conc, None)
-        with CpuMeter(stack, proxy) as mg:
+        with Profiler(stack, args, "small-get", prof), CpuMeter(stack, proxy) as mg:
             t_get = await small_phase(session, get, conc, size)
     return n / t_put, n / t_get, mp.result, mg.result
 
@@ -953,10 +1022,10 @@ def section_small(stack: Stack, args: argparse.Namespace, gw: bool) -> list[str]
     async def main() -> None:
         # warm-up round, not counted
         for t in targets:
-            await small_target(stack, t, -1, min(n, 64), size, conc, bodies)
+            await small_target(stack, args, t, -1, min(n, 64), size, conc, bodies)
         for r in range(args.repeat):
             for t in targets:
-                p, g, cp, cg = await small_target(stack, t, r, n, size, conc, bodies)
+                p, g, cp, cg = await small_target(stack, args, t, r, n, size, conc, bodies)
                 puts[t].append(p)
                 gets[t].append(g)
                 cpu_p[t].append(cp)
@@ -1001,16 +1070,25 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--nginx-keepalive", type=int, default=0, help="upstream keepalive connections for nginx (default 0: plain proxy_pass)")
     ap.add_argument("--no-gateway", action="store_true", help="measure only direct and nginx")
     ap.add_argument("--out", default=str(HERE / "results.md"), help="Markdown output (default bench/results.md; '' for none)")
+    ap.add_argument("--small-count", type=int, default=400, help="objects in the small-object test (default 400)")
+    ap.add_argument("--gw-env", action="append", default=[], metavar="NAME=VALUE",
+                    help="extra environment for the gateway (repeatable), e.g. MALLOC_ARENA_MAX=2 or S3GATE_PARTS_IN_FLIGHT=3")
+    ap.add_argument("--profile", default="", metavar="DIR",
+                    help="py-spy record the gateway worker during its first measured run of each kind into DIR")
+    ap.add_argument("--py-spy", default=shutil.which("py-spy") or str(BIN / "py-spy"), help="py-spy binary for --profile")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs) at exit")
     ap.add_argument("--time-limit", type=float, default=0, help="abort after this many seconds (default 900 quick, 3600 full)")
     a = ap.parse_args(argv)
     a.sections = {int(x) for x in a.only.split(",") if x.strip()}
     a.budget = parse_size(a.budget)
+    a.gw_extra = dict(x.split("=", 1) for x in a.gw_env)
+    if a.profile and not os.path.exists(a.py_spy):
+        ap.error(f"--profile needs py-spy (pip install py-spy), not found at {a.py_spy}")
     if a.quick:
         a.big, a.rss_sizes, a.crowd, a.crowd_size = 64 * MiB, [16 * MiB, 100 * MiB], 32, 32 * MiB
     else:
         a.big, a.rss_sizes, a.crowd, a.crowd_size = 1 * GiB, [100 * MiB, 1 * GiB, 5 * GiB], 32, 256 * MiB
-    a.small_count, a.small_size, a.small_conc = 400, 64 * KiB, 32
+    a.small_size, a.small_conc = 64 * KiB, 32
     a.time_limit = a.time_limit or (900 if a.quick else 3600)
     if a.repeat < 1:
         ap.error("--repeat must be >= 1")
@@ -1032,8 +1110,8 @@ def versions() -> str:
         v = subprocess.run([shutil.which("nginx") or "nginx", "-v"], capture_output=True, text=True).stderr.strip()
         out.append(v.split(": ")[-1].replace("/", " "))
     with contextlib.suppress(Exception):
-        v = subprocess.run([str(find_bin("weed")), "version"], capture_output=True, text=True).stdout.split()
-        out.append("SeaweedFS " + next(x for x in v if x[:1].isdigit()))
+        v = subprocess.run([str(find_bin("weed")), "version"], capture_output=True, text=True).stdout
+        out.append("SeaweedFS " + re.search(r"\b(\d+\.\d+)\b", v).group(1))
     from importlib.metadata import PackageNotFoundError, version
 
     for pkg in ("aiohttp", "aiobotocore", "gunicorn"):
@@ -1073,7 +1151,7 @@ def main(argv: list[str]) -> int:
         stack.start_weed()
         stack.start_nginx()
         if gw:
-            stack.start_gateway(args.budget)
+            stack.start_gateway(args.budget, args.gw_extra)
         started = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
         rows: list[str] = []
         if 1 in args.sections:

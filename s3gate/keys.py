@@ -23,3 +23,13 @@ POLICY = web.AppKey("policy", object)
 
 REQUEST_ID = web.RequestKey("request_id", str)
 ERROR_STYLE = web.RequestKey("error_style", str)  # "text" | "json" | "html"
+
+# -- auth room (s3gate/auth, s3gate/http/authn.py)
+if TYPE_CHECKING:
+    from .auth.config import AuthConfig
+    from .auth.service import AuthService, Principal
+
+AUTH = web.AppKey("auth", "AuthService")  # users store + credential checks; opened in cleanup_ctx
+AUTH_CONFIG = web.AppKey("auth_config", "AuthConfig")
+PRINCIPAL = web.RequestKey("principal", "Principal")  # who is calling (set by the authn middleware)
+ACCESS_CHECKS = web.RequestKey("access_checks", list)  # (action, bucket, key, allowed) for the audit log

@@ -71,6 +71,20 @@ class Settings:
     graceful_timeout: float = setting(30.0, "gunicorn's graceful timeout; must exceed shutdown_timeout so aborts finish.")
     abort_stale_uploads_hours: float = setting(0.0, "If > 0, abort multipart uploads started by s3gate that are older than this many hours (checked hourly). Others' uploads are never touched.")
 
+    # -- auth (owned by the auth room, s3gate/auth; checked by s3gate.auth.config.check)
+    auth: bool = setting(True, "Require credentials (users, tokens, sessions). false = anyone who can reach the port may do anything; the gateway then warns loudly at start unless it listens on loopback only.")
+    admin_password: str = setting("", "Password for the 'admin' account created at first start when there are no users. Empty = a random one, printed once and stored in <data_dir>/admin-password (mode 0600).", secret=True)
+    users_db: str = setting("users.db", "The users database: an SQLite file (a relative path is inside data_dir).")
+    password_min_length: int = setting(12, "Shortest password accepted when setting one.")
+    session_ttl: int = setting(12 * 3600, "Lifetime in seconds of a browser login session; logout, a password change, disabling or deleting the user end it at once.")
+    password_cache_ttl: int = setting(60, "Seconds a worker remembers a verified Basic password (as a keyed hash in memory), so curl and wget are not slowed by argon2 on every request; 0 = verify every time. A password change or disabling the user takes effect at once regardless.")
+    login_delay: float = setting(1.0, "Seconds a user name and a client address must wait after a failed login before the next attempt is checked (429 with Retry-After); doubles with each further failure, up to 60 s. 0 = no delays (lockout still applies).")
+    login_max_failures: int = setting(10, "Failed logins for one user name within login_lockout seconds that lock that name out for login_lockout seconds.")
+    login_max_failures_per_address: int = setting(50, "Failed logins from one client address (IPv6: one /64) within login_lockout seconds that lock that address out.")
+    login_lockout: int = setting(900, "Lockout length in seconds; failures older than this are forgotten.")
+    public: str = setting("", "Anonymous access without credentials: BUCKET[/PREFIX]:ACTIONS rules separated by ';' (e.g. 'files/pub:read,list'). Empty = none; `s3gate users grant '*' ...` adds more at run time.")
+    audit_log: str = setting("audit.log", "Audit log (JSON lines): a file (a relative path is inside data_dir), or '-' for the main log on standard error.")
+
     # ----------------------------------------------------------------------
     def check(self) -> "Settings":
         problems = []

@@ -116,8 +116,10 @@ def parse_range(request: web.Request, info: ObjectInfo) -> tuple[int, int] | Non
         else:
             start = int(first)
             end = int(last) if last else size - 1
-            if end < start:
-                return None
+            if last and end < start:
+                return None  # syntactically invalid: ignore the header (RFC 9110 §14.1.1)
+            if start >= size:
+                raise RangeNotSatisfiable(size)
             end = min(end, size - 1)
     except ValueError:
         return None

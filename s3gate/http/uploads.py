@@ -95,6 +95,14 @@ def expected_checksums(request: web.Request) -> dict[str, bytes]:
     return out
 
 
+def form_filename(raw: str) -> str:
+    """Undo the HTML form encoding of a filename (WHATWG: '"', CR, LF become %22, %0D, %0A).
+
+    Nothing else is decoded: a file really named 'a%20b.txt' keeps its name.
+    """
+    return raw.replace("%22", '"').replace("%0D", "\r").replace("%0A", "\n")
+
+
 def check_length(request: web.Request) -> int | None:
     settings = request.app[keys.SETTINGS]
     length = request.content_length
@@ -217,7 +225,7 @@ async def receive_form(request: web.Request, bucket: str, prefix: str) -> list[U
                     continue
                 if len(stored) >= settings.max_form_files:
                     raise PayloadTooLarge(f"too many files in one request (limit {settings.max_form_files})")
-                key = safe_join(prefix, part.filename)
+                key = safe_join(prefix, form_filename(part.filename))
                 await access.require(request, "write", bucket, key)
                 writer = new_writer(request, bucket, key, content_type=guess_type(key, part.headers.get("Content-Type")))
                 try:

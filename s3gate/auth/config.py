@@ -1,0 +1,121 @@
+"""The auth room's view of the settings, checked once at start (ConfigError on a bad value)."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from ..errors import ConfigError
+from .rules import Rule, RuleError
+from .throttle import ThrottleConfig
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    enabled: bool
+    data_dir: str
+    users_db: str
+    password_min_length: int
+    session_ttl: int
+    password_cache_ttl: int
+    throttle: ThrottleConfig
+    public: tuple[Rule, ...]
+    audit_log: str
+    trust_forwarded: bool
+    public_url: str
+
+
+def parse_public(text: str) -> tuple[Rule, ...]:
+    rules = []
+    for part in text.replace("\n", ";").split(";"):
+        if part.strip():
+            rules.append(Rule.parse(part))
+    return tuple(rules)
+
+
+def check(settings) -> AuthConfig:
+    problems = []
+    if settings.password_min_length < 8:
+        problems.append("password_min_length must be at least 8")
+    if settings.session_ttl < 60:
+        problems.append("session_ttl must be at least 60 seconds")
+    if settings.password_cache_ttl < 0:
+        problems.append("password_cache_ttl must be >= 0")
+    if settings.login_delay < 0:
+        problems.append("login_delay must be >= 0")
+    if settings.login_max_failures < 1 or settings.login_max_failures_per_address < 1:
+        problems.append("login_max_failures and login_max_failures_per_address must be at least 1")
+    if settings.login_lockout < 1:
+        problems.append("login_lockout must be at least 1 second")
+    if settings.admin_password and len(settings.admin_password) < settings.password_min_length:
+        problems.append(f"admin_password is shorter than password_min_length ({settings.password_min_length})")
+    try:
+        public = parse_public(settings.public)
+    except RuleError as exc:
+        problems.append(f"public: {exc}")
+        public = ()
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return AuthConfig(
+        enabled=settings.auth,
+        data_dir=settings.data_dir,
+        users_db=settings.users_db,
+        password_min_length=settings.password_min_length,
+        session_ttl=settings.session_ttl,
+        password_cache_ttl=settings.password_cache_ttl,
+        throttle=ThrottleConfig(
+            delay=settings.login_delay,
+            max_failures=settings.login_max_failures,
+            max_failures_per_address=settings.login_max_failures_per_address,
+            lockout=float(settings.login_lockout),
+        ),
+        public=public,
+        audit_log=settings.audit_log,
+        trust_forwarded=settings.trust_forwarded,
+        public_url=settings.public_url,
+    )
+
+
+def is_loopback_host(host: str) -> bool:
+    host = host.strip().strip("[]")
+    if host in ("localhost", "localhost.localdomain") or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name or a wildcard we cannot vouch for
+
+
+def open_warning(settings) -> str | None:
+    """The loud warning to print at start when auth is off and the port is reachable beyond this machine."""
+    if settings.auth or is_loopback_host(settings.host):
+        return None
+    return (
+        f"AUTHENTICATION IS OFF (S3GATE_AUTH=0) and the gateway listens on {settings.host}:{settings.port}: "
+        "ANYONE WHO CAN REACH THIS PORT CAN READ, OVERWRITE AND DELETE EVERY OBJECT. "
+        "Turn auth on, or bind to 127.0.0.1."
+    )
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
+
+
+def parse_duration(text: str | int | float | None) -> float | None:
+    """'30d', '12h', '90m', '3600' (seconds), 'never'/'' -> None."""
+    if text is None:
+        return None
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        seconds = float(text)
+    else:
+        raw = str(text).strip().lower()
+        if raw in ("", "never", "none"):
+            return None
+        unit = raw[-1] if raw[-1] in _UNITS else "s"
+        number = raw[:-1] if raw[-1] in _UNITS else raw
+        try:
+            seconds = float(number) * _UNITS[unit]
+        except ValueError:
+            raise ValueError(f"bad duration {text!r}: use e.g. 3600, 90m, 12h, 30d, 1y or never") from None
+    if seconds <= 0:
+        raise ValueError(f"bad duration {text!r}: must be positive")
+    return seconds

@@ -1,0 +1,93 @@
+"""Password hashing with argon2id, always off the event loop.
+
+argon2id with argon2-cffi's defaults (RFC 9106's low-memory profile: 3
+passes over 64 MiB) costs tens of milliseconds of CPU per check, so every
+hash and verify runs in a worker thread (argon2-cffi releases the GIL) and at
+most one per core runs at once, leaving the default executor to others.
+
+Unknown users are checked against a dummy hash made with the same
+parameters, so "no such user" and "wrong password" take the same time and
+give the same answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+
+import argon2
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+MAX_PASSWORD_LENGTH = 1024  # longer input is refused, not hashed (no CPU games)
+
+
+class PasswordRejected(ValueError):
+    """A new password that breaks the policy; the message says which rule."""
+
+
+class Passwords:
+    def __init__(self, min_length: int = 12, hasher: argon2.PasswordHasher | None = None, concurrency: int | None = None):
+        # argon2.Type.ID is the default type; spelled out because it is the point.
+        self.hasher = hasher or argon2.PasswordHasher(type=argon2.Type.ID)
+        self.min_length = min_length
+        self._limit = asyncio.Semaphore(concurrency or os.cpu_count() or 1)
+        self._dummy: str | None = None
+
+    def check_policy(self, password: str) -> None:
+        if len(password) < self.min_length:
+            raise PasswordRejected(f"password too short: at least {self.min_length} characters")
+        if len(password) > MAX_PASSWORD_LENGTH:
+            raise PasswordRejected(f"password too long: at most {MAX_PASSWORD_LENGTH} characters")
+        if password != password.strip():
+            raise PasswordRejected("password may not start or end with whitespace")
+
+    async def hash(self, password: str) -> str:
+        """Check the policy and return an argon2id hash (the only form stored)."""
+        self.check_policy(password)
+        async with self._limit:
+            return await asyncio.to_thread(self.hasher.hash, password)
+
+    async def rehash(self, password: str) -> str:
+        """A fresh hash with today's parameters for a password that just verified (no policy check)."""
+        async with self._limit:
+            return await asyncio.to_thread(self.hasher.hash, password)
+
+    def hash_sync(self, password: str) -> str:
+        self.check_policy(password)
+        return self.hasher.hash(password)
+
+    async def verify(self, stored: str | None, password: str) -> bool:
+        """True when ``password`` matches ``stored``; ``None`` (no such user) is checked against a dummy."""
+        if len(password) > MAX_PASSWORD_LENGTH:
+            password = password[:MAX_PASSWORD_LENGTH]  # still spend the time; cannot match anyway
+            stored = None
+        target = stored if stored else await self.dummy_hash()
+        async with self._limit:
+            ok = await asyncio.to_thread(self._verify, target, password)
+        return ok and bool(stored)
+
+    def _verify(self, stored: str, password: str) -> bool:
+        try:
+            return self.hasher.verify(stored, password)
+        except VerifyMismatchError:
+            return False
+        except (InvalidHashError, VerificationError):
+            return False
+
+    def needs_rehash(self, stored: str) -> bool:
+        try:
+            return self.hasher.check_needs_rehash(stored)
+        except (InvalidHashError, VerificationError, ValueError):
+            return True
+
+    async def dummy_hash(self) -> str:
+        if self._dummy is None:
+            async with self._limit:
+                dummy = await asyncio.to_thread(self.hasher.hash, secrets.token_urlsafe(24))
+            self._dummy = self._dummy or dummy
+        return self._dummy
+
+
+def is_argon2id(stored: str) -> bool:
+    return stored.startswith("$argon2id$")

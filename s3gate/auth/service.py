@@ -1,0 +1,362 @@
+"""Users, tokens and sessions: the operations the HTTP layer and the CLI share.
+
+``AuthService`` turns credentials into a ``Principal`` (who, and what they may
+do) and carries out administration. It knows nothing of aiohttp: errors are
+the domain errors of ``s3gate.errors`` and the HTTP layer adds headers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+
+import argon2
+
+from ..errors import BadRequest, NotFound, Unauthorized
+from . import audit, credentials
+from .config import AuthConfig
+from .passwords import PasswordRejected, Passwords
+from .rules import Rule, grants, merge, subset
+from .store import ANONYMOUS, DuplicateUser, Session, Store, Token, User, open_store
+from .throttle import Throttle
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$")
+TOKEN_TOUCH_EVERY = 60.0  # seconds between last_used_at writes for one token
+_CACHE_MAX = 10_000
+
+
+class InvalidCredentials(Unauthorized):
+    """Same message for an unknown user, a wrong password and a disabled account."""
+
+    default_message = "invalid user name or password"
+
+
+class InvalidToken(Unauthorized):
+    default_message = "invalid, expired or revoked token"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling and what they may do: the owner's rules, narrowed by every scope."""
+
+    name: str | None  # None: anonymous
+    via: str  # password | token | session | link | anonymous
+    admin: bool = False
+    rules: tuple[Rule, ...] = ()
+    scopes: tuple[tuple[Rule, ...], ...] = ()  # a token's scope, a link's read-only...; all must allow
+    user_id: int | None = None
+    token_id: str | None = None
+
+    @property
+    def authenticated(self) -> bool:
+        return self.user_id is not None
+
+    def may(self, action: str, bucket: str, key: str = "") -> bool:
+        if not (self.admin or grants(self.rules, action, bucket, key)):
+            return False
+        return all(grants(scope, action, bucket, key) for scope in self.scopes)
+
+    def narrowed(self, scope: Iterable[Rule], via: str | None = None) -> "Principal":
+        return replace(self, scopes=self.scopes + (tuple(scope),), via=via or self.via)
+
+
+ANONYMOUS_PRINCIPAL = Principal(None, "anonymous")
+
+
+def check_name(name: str) -> str:
+    if not _NAME_RE.match(name):
+        raise BadRequest(
+            f"invalid user name {name!r}: 1-64 characters of letters, digits and . _ @ + -, starting with a letter or digit"
+        )
+    return name
+
+
+class AuthService:
+    def __init__(
+        self,
+        store: Store,
+        config: AuthConfig,
+        *,
+        passwords: Passwords | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.store = store
+        self.config = config
+        self.passwords = passwords or Passwords(config.password_min_length)
+        self.clock = clock
+        self.throttle = Throttle(store, config.throttle, clock)
+        # Verified Basic passwords, keyed by an HMAC under a per-process key
+        # (never the password itself): name -> (key, stored hash, expiry).
+        self._cache_key = secrets.token_bytes(32)
+        self._verified: dict[bytes, tuple[str, float]] = {}
+
+    @classmethod
+    async def open(
+        cls,
+        config: AuthConfig,
+        *,
+        hasher: argon2.PasswordHasher | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> "AuthService":
+        store = await open_store(config.data_dir, config.users_db)
+        passwords = Passwords(config.password_min_length, hasher=hasher)
+        service = cls(store, config, passwords=passwords, clock=clock)
+        now = clock()
+        await store.purge(now, now - config.throttle.lockout)
+        return service
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    # ------------------------------------------------------------------ users
+    async def _user(self, name: str) -> User:
+        user = await self.store.get_user(name)
+        if user is None or user.name == ANONYMOUS:
+            raise NotFound(f"no such user: {name}")
+        return user
+
+    async def _hash(self, password: str) -> str:
+        try:
+            return await self.passwords.hash(password)
+        except PasswordRejected as exc:
+            raise BadRequest(str(exc)) from None
+
+    async def add_user(self, name: str, password: str | None, *, admin: bool = False) -> User:
+        check_name(name)
+        hashed = await self._hash(password) if password is not None else None
+        try:
+            return await self.store.create_user(name, hashed, admin, self.clock())
+        except DuplicateUser:
+            raise BadRequest(f"user {name} already exists") from None
+
+    async def create_first_admin(self, name: str, password: str) -> User | None:
+        hashed = await self._hash(password)
+        return await self.store.create_first_user(check_name(name), hashed, True, self.clock())
+
+    async def set_password(self, name: str, password: str | None) -> int:
+        """Set (or with None remove) the password; ends the user's sessions. Returns sessions ended."""
+        user = await self._user(name)
+        hashed = await self._hash(password) if password is not None else None
+        await self.store.update_password(user.id, hashed, self.clock())
+        self._forget(name)
+        return await self.store.delete_sessions(user.id)
+
+    async def set_disabled(self, name: str, disabled: bool) -> int:
+        user = await self._user(name)
+        await self.store.set_flags(user.id, disabled=disabled)
+        self._forget(name)
+        return await self.store.delete_sessions(user.id) if disabled else 0
+
+    async def set_admin(self, name: str, admin: bool) -> None:
+        user = await self._user(name)
+        await self.store.set_flags(user.id, admin=admin)
+
+    async def delete_user(self, name: str) -> None:
+        user = await self._user(name)
+        await self.store.delete_user(user.id)
+        self._forget(name)
+
+    async def list_users(self) -> list[tuple[User, list[Rule]]]:
+        users = await self.store.list_users()
+        rules = await self.store.all_rules()
+        return [(u, rules.get(u.id, [])) for u in users]
+
+    async def logout_everywhere(self, name: str) -> int:
+        user = await self._user(name)
+        return await self.store.delete_sessions(user.id)
+
+    # ------------------------------------------------------------------ rules
+    async def _rule_owner(self, name: str) -> User:
+        if name == ANONYMOUS:
+            user = await self.store.get_user(ANONYMOUS)
+            if user is None:
+                try:
+                    user = await self.store.create_user(ANONYMOUS, None, False, self.clock())
+                except DuplicateUser:
+                    user = await self.store.get_user(ANONYMOUS)
+            assert user is not None
+            return user
+        return await self._user(name)
+
+    async def grant(self, name: str, rule: Rule) -> Rule:
+        user = await self._rule_owner(name)
+        return await self.store.grant(user.id, rule)
+
+    async def revoke(self, name: str, rule: Rule) -> Rule | None:
+        user = await self._rule_owner(name)
+        left = await self.store.revoke(user.id, rule)
+        if left is False:
+            have = ", ".join(r.target for r in await self.store.rules_for(user.id)) or "none"
+            raise NotFound(f"{name} has no rule for {rule.target} (rules: {have})")
+        return left if isinstance(left, Rule) else None
+
+    async def public_rules(self) -> tuple[Rule, ...]:
+        """Rules everyone has: the ``public`` setting plus the '*' pseudo-user's grants."""
+        anon = await self.store.get_user(ANONYMOUS)
+        stored = await self.store.rules_for(anon.id) if anon else []
+        return self.config.public + tuple(stored)
+
+    async def unlock(self, *, name: str | None = None, remote: str | None = None) -> bool:
+        return await self.throttle.unlock(name=name, remote=remote)
+
+    # ------------------------------------------------------ authentication
+    async def principal_for(self, user: User, via: str, **extra) -> Principal:
+        rules = tuple(await self.store.rules_for(user.id)) + await self.public_rules()
+        return Principal(user.name, via, user.admin, rules, user_id=user.id, **extra)
+
+    async def anonymous(self) -> Principal:
+        return Principal(None, "anonymous", rules=await self.public_rules())
+
+    def _cache_id(self, name: str, password: str) -> bytes:
+        msg = name.encode("utf-8", "surrogatepass") + b"\0" + password.encode("utf-8", "surrogatepass")
+        return hmac.new(self._cache_key, msg, hashlib.sha256).digest()
+
+    def _forget(self, name: str) -> None:
+        # Entries are keyed by HMAC, so drop all: rare admin action, cheap.
+        self._verified.clear()
+
+    async def authenticate_password(self, name: str, password: str, remote: str | None) -> Principal:
+        """Check a user name and password; raise InvalidCredentials (401) or TooManyRequests (429)."""
+        user = await self.store.get_user(name) if _NAME_RE.match(name) else None
+        stored = user.password_hash if user is not None else None
+        now = self.clock()
+        cache_id = self._cache_id(name, password)
+        hit = self._verified.get(cache_id)
+        if hit and stored and hit[0] == stored and hit[1] > now and user and not user.disabled:
+            # Proven recently with this exact password (and the hash is unchanged):
+            # skip argon2 and the throttle, which exists to stop guessing.
+            return await self.principal_for(user, "password")
+        await self.throttle.check(name, remote)
+        ok = await self.passwords.verify(stored, password)
+        if not ok or user is None or user.disabled:
+            wait = await self.throttle.failed(name, remote)
+            audit.record(
+                "login_failed",
+                user=user.name if user is not None else None,  # an unknown "name" may be a mistyped password
+                remote=remote,
+                outcome="failed",
+                reason="disabled" if (ok and user is not None) else "bad credentials",
+            )
+            if wait >= self.config.throttle.lockout:
+                audit.record("login_locked", user=user.name if user else None, remote=remote, outcome="locked")
+            raise InvalidCredentials()
+        await self.throttle.succeeded(name)
+        if self.passwords.needs_rehash(stored or ""):
+            stored = await self.passwords.rehash(password)
+            await self.store.update_password(user.id, stored, user.password_changed_at or now)
+        if self.config.password_cache_ttl > 0 and stored:
+            if len(self._verified) >= _CACHE_MAX:
+                self._verified.clear()
+            self._verified[cache_id] = (stored, now + self.config.password_cache_ttl)
+        return await self.principal_for(user, "password")
+
+    async def authenticate_token(self, secret: str, *, name: str | None = None) -> Principal:
+        """A ``s3g_`` token (Bearer, or as the Basic password with its owner's name)."""
+        if not credentials.well_formed_token(secret):
+            raise InvalidToken()
+        token = await self.store.token_by_digest(credentials.digest(secret))
+        now = self.clock()
+        if token is None or token.state(now) != "active" or (name is not None and name != token.owner):
+            raise InvalidToken()
+        user = await self.store.get_user_by_id(token.user_id)
+        if user is None or user.disabled:
+            raise InvalidToken()
+        if token.last_used_at is None or now - token.last_used_at > TOKEN_TOUCH_EVERY:
+            await self.store.touch_token(token.id, now)
+        scopes = (token.scope,) if token.scope is not None else ()
+        return await self.principal_for(user, "token", scopes=scopes, token_id=token.id)
+
+    async def session_principal(self, session_id: str) -> Principal | None:
+        """The session's user, or None if the id is unknown, expired or its user disabled."""
+        if not credentials.well_formed_session(session_id):
+            return None
+        session = await self.store.session_by_digest(credentials.digest(session_id))
+        if session is None or session.expires_at <= self.clock():
+            return None
+        user = await self.store.get_user_by_id(session.user_id)
+        if user is None or user.disabled:
+            return None
+        return await self.principal_for(user, "session")
+
+    async def signer_principal(self, name: str) -> Principal:
+        """Whoever signed a gateway link, with their rights now (not when signing)."""
+        if not name:
+            return await self.anonymous()
+        user = await self.store.get_user(name) if _NAME_RE.match(name) else None
+        if user is None or user.disabled:
+            return Principal(name, "link")  # no rights: the link dies with its signer
+        return await self.principal_for(user, "link")
+
+    # ------------------------------------------------------------ sessions
+    async def start_session(self, principal: Principal, remote: str | None) -> tuple[str, float]:
+        if principal.user_id is None:
+            raise Unauthorized()
+        now = self.clock()
+        sid = credentials.new_session_id()
+        expires = now + self.config.session_ttl
+        await self.store.create_session(
+            credentials.digest(sid), Session(principal.user_id, now, expires, (remote or "")[:64])
+        )
+        await self.store.purge(now, now - self.config.throttle.lockout)
+        return sid, expires
+
+    async def end_session(self, session_id: str) -> bool:
+        if not credentials.well_formed_session(session_id):
+            return False
+        return await self.store.delete_session(credentials.digest(session_id))
+
+    # -------------------------------------------------------------- tokens
+    async def create_token(
+        self,
+        owner: str,
+        *,
+        expires_in: float | None = None,
+        scope: Iterable[Rule] | None = None,
+        label: str = "",
+    ) -> tuple[str, Token]:
+        """Return (the token, shown once; its record). The scope must be within the owner's rights."""
+        user = await self._user(owner)
+        if user.disabled:
+            raise BadRequest(f"user {owner} is disabled")
+        scope_rules = tuple(merge(scope)) if scope is not None else None
+        if scope_rules is not None:
+            if not scope_rules:
+                raise BadRequest("an empty scope grants nothing; omit --scope for the owner's full rights")
+            if not user.admin:
+                owner_rules = tuple(await self.store.rules_for(user.id)) + await self.public_rules()
+                missing = subset(scope_rules, owner_rules)
+                if missing:
+                    raise BadRequest(f"scope exceeds {owner}'s rights: {', '.join(missing)}")
+        if expires_in is not None and expires_in <= 0:
+            raise BadRequest("expiry must be in the future")
+        now = self.clock()
+        secret = credentials.new_token()
+        token = Token(
+            id=credentials.new_token_id(),
+            user_id=user.id,
+            owner=user.name,
+            label=label[:100],
+            created_at=now,
+            expires_at=now + expires_in if expires_in is not None else None,
+            last_used_at=None,
+            revoked_at=None,
+            scope=scope_rules,
+        )
+        await self.store.create_token(token, credentials.digest(secret))
+        return secret, token
+
+    async def list_tokens(self, owner: str | None = None) -> list[Token]:
+        user_id = (await self._user(owner)).id if owner else None
+        return await self.store.list_tokens(user_id)
+
+    async def revoke_token(self, token_id: str, *, owner_id: int | None = None) -> Token:
+        token = await self.store.get_token(token_id)
+        if token is None or (owner_id is not None and token.user_id != owner_id):
+            raise NotFound(f"no such token: {token_id}")
+        await self.store.revoke_token(token_id, self.clock())
+        return token

@@ -1,0 +1,201 @@
+"""The users store: a small async interface, SQLite behind it today.
+
+Everything the auth room keeps goes through ``Store``: users, their rules,
+API tokens, sessions and the brute-force counters. Secrets never reach it in
+clear: passwords arrive as argon2id hashes, tokens and session ids as SHA-256
+digests. A server database (PostgreSQL, for several gateway hosts) would be
+one more subclass chosen by ``open_store`` from the ``users_db`` setting.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ConfigError
+from .rules import Rule
+
+ANONYMOUS = "*"  # the pseudo-user whose rules everyone gets, without credentials
+
+
+class StoreError(Exception):
+    pass
+
+
+class DuplicateUser(StoreError):
+    pass
+
+
+class NoSuchUser(StoreError):
+    pass
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    name: str
+    password_hash: str | None  # None: cannot log in with a password (token-only, or '*')
+    admin: bool
+    disabled: bool
+    created_at: float
+    password_changed_at: float | None
+
+
+@dataclass(frozen=True)
+class Token:
+    id: str  # public handle, not the secret
+    user_id: int
+    owner: str
+    label: str
+    created_at: float
+    expires_at: float | None
+    last_used_at: float | None
+    revoked_at: float | None
+    scope: tuple[Rule, ...] | None  # None: the owner's full rights
+
+    def state(self, now: float) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and now >= self.expires_at:
+            return "expired"
+        return "active"
+
+
+@dataclass(frozen=True)
+class Session:
+    user_id: int
+    created_at: float
+    expires_at: float
+    remote: str
+
+
+@dataclass(frozen=True)
+class Failures:
+    count: int
+    last_at: float
+    blocked_until: float
+
+
+class Store(abc.ABC):
+    """Async access to the users database. Implementations must not block the event loop."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def schema_version(self) -> int: ...
+
+    # -- users
+    @abc.abstractmethod
+    async def count_users(self) -> int:
+        """Real users (the anonymous pseudo-user does not count)."""
+
+    @abc.abstractmethod
+    async def get_user(self, name: str) -> User | None: ...
+
+    @abc.abstractmethod
+    async def get_user_by_id(self, user_id: int) -> User | None: ...
+
+    @abc.abstractmethod
+    async def list_users(self) -> list[User]: ...
+
+    @abc.abstractmethod
+    async def create_user(self, name: str, password_hash: str | None, admin: bool, now: float) -> User:
+        """Raise DuplicateUser if the name is taken."""
+
+    @abc.abstractmethod
+    async def create_first_user(self, name: str, password_hash: str, admin: bool, now: float) -> User | None:
+        """Create the user only if there is no real user yet (atomically); else None."""
+
+    @abc.abstractmethod
+    async def update_password(self, user_id: int, password_hash: str | None, now: float) -> None: ...
+
+    @abc.abstractmethod
+    async def set_flags(self, user_id: int, *, disabled: bool | None = None, admin: bool | None = None) -> None: ...
+
+    @abc.abstractmethod
+    async def delete_user(self, user_id: int) -> None:
+        """Also deletes the user's rules, tokens and sessions."""
+
+    # -- rules
+    @abc.abstractmethod
+    async def rules_for(self, user_id: int) -> list[Rule]: ...
+
+    @abc.abstractmethod
+    async def all_rules(self) -> dict[int, list[Rule]]: ...
+
+    @abc.abstractmethod
+    async def grant(self, user_id: int, rule: Rule) -> Rule:
+        """Add the rule's actions to the user's rule for (bucket, prefix); return the merged rule."""
+
+    @abc.abstractmethod
+    async def revoke(self, user_id: int, rule: Rule) -> Rule | None | bool:
+        """Remove the actions; return what is left (None if nothing), False if there was no such rule."""
+
+    # -- tokens
+    @abc.abstractmethod
+    async def create_token(self, token: Token, digest: str) -> None: ...
+
+    @abc.abstractmethod
+    async def token_by_digest(self, digest: str) -> Token | None: ...
+
+    @abc.abstractmethod
+    async def get_token(self, token_id: str) -> Token | None: ...
+
+    @abc.abstractmethod
+    async def list_tokens(self, user_id: int | None = None) -> list[Token]: ...
+
+    @abc.abstractmethod
+    async def revoke_token(self, token_id: str, now: float) -> bool: ...
+
+    @abc.abstractmethod
+    async def touch_token(self, token_id: str, now: float) -> None: ...
+
+    # -- sessions
+    @abc.abstractmethod
+    async def create_session(self, digest: str, session: Session) -> None: ...
+
+    @abc.abstractmethod
+    async def session_by_digest(self, digest: str) -> Session | None: ...
+
+    @abc.abstractmethod
+    async def delete_session(self, digest: str) -> bool: ...
+
+    @abc.abstractmethod
+    async def delete_sessions(self, user_id: int) -> int: ...
+
+    @abc.abstractmethod
+    async def count_sessions(self, user_id: int, now: float) -> int: ...
+
+    # -- brute-force counters
+    @abc.abstractmethod
+    async def failures(self, keys: list[str]) -> dict[str, Failures]: ...
+
+    @abc.abstractmethod
+    async def record_failure(
+        self, key: str, now: float, forget_before: float, wait_for: Callable[[int], float]
+    ) -> Failures:
+        """Count one failure (forgetting older ones), block for wait_for(count) seconds; atomically."""
+
+    @abc.abstractmethod
+    async def clear_failures(self, key: str) -> bool: ...
+
+    # -- housekeeping
+    @abc.abstractmethod
+    async def purge(self, now: float, forget_before: float) -> None:
+        """Drop expired sessions and forgotten failure counters."""
+
+
+async def open_store(data_dir: str | Path, users_db: str) -> Store:
+    """Open (creating and migrating if needed) the store the ``users_db`` setting names."""
+    if "://" in users_db:
+        scheme = users_db.split("://", 1)[0]
+        raise ConfigError(f"users_db: {scheme}:// databases are not supported yet; give an SQLite file path")
+    from .sqlite import SQLiteStore
+
+    path = Path(users_db)
+    if not path.is_absolute():
+        path = Path(data_dir) / path
+    return await SQLiteStore.open(path)

@@ -1,0 +1,101 @@
+"""Brute-force defence: failed logins slow down, then lock out, per user name and per client address.
+
+After the n-th failure within the window, that user name (or address) must
+wait ``delay * 2**(n-1)`` seconds (at most ``MAX_DELAY``) before the next
+attempt is even checked; at ``max_failures`` it is locked out for
+``lockout`` seconds. Early attempts get 429 with Retry-After and are not
+verified, so they cost no argon2 time. Counters live in the users store, so
+every worker and a restart see the same numbers, and ``s3gate users unlock``
+can clear them. Unknown user names are counted like real ones: the answers
+never tell which names exist.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..errors import TooManyRequests
+from .store import Store
+
+MAX_DELAY = 60.0
+
+
+@dataclass(frozen=True)
+class ThrottleConfig:
+    delay: float = 1.0
+    max_failures: int = 10
+    max_failures_per_address: int = 50
+    lockout: float = 900.0
+
+    def wait(self, failures: int, limit: int) -> float:
+        if failures >= limit:
+            return self.lockout
+        if self.delay <= 0 or failures <= 0:
+            return 0.0
+        return min(self.delay * 2 ** (failures - 1), MAX_DELAY, self.lockout)
+
+
+def user_key(name: str) -> str:
+    return "user:" + name
+
+
+def address_key(remote: str | None) -> str:
+    """IPv6 clients are counted per /64: one host usually owns the whole /64."""
+    if not remote:
+        return "addr:unknown"
+    try:
+        ip = ipaddress.ip_address(remote)
+    except ValueError:
+        return "addr:" + remote
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped:
+            return f"addr:{ip.ipv4_mapped}"
+        return f"addr:{ipaddress.IPv6Network((int(ip) >> 64 << 64, 64))}"
+    return f"addr:{ip}"
+
+
+class Throttle:
+    def __init__(self, store: Store, config: ThrottleConfig, clock: Callable[[], float] = time.time):
+        self.store = store
+        self.config = config
+        self.clock = clock
+
+    async def check(self, name: str, remote: str | None) -> None:
+        """Raise 429 (with Retry-After) while the user name or the address must wait."""
+        now = self.clock()
+        keys = [user_key(name), address_key(remote)]
+        found = await self.store.failures(keys)
+        until = max((f.blocked_until for f in found.values()), default=0.0)
+        if until > now:
+            retry = max(1, math.ceil(until - now))
+            raise TooManyRequests(
+                f"too many failed logins; try again in {retry} s", headers={"Retry-After": str(retry)}
+            )
+
+    async def failed(self, name: str, remote: str | None) -> float:
+        """Count a failure for both subjects; return how long the caller must now wait."""
+        now = self.clock()
+        forget = now - self.config.lockout
+        cfg = self.config
+        u = await self.store.record_failure(user_key(name), now, forget, lambda n: cfg.wait(n, cfg.max_failures))
+        a = await self.store.record_failure(
+            address_key(remote), now, forget, lambda n: cfg.wait(n, cfg.max_failures_per_address)
+        )
+        return max(u.blocked_until, a.blocked_until) - now
+
+    async def succeeded(self, name: str) -> None:
+        # The address counter is left alone: one valid account must not reset
+        # the count for guesses at others from the same place.
+        await self.store.clear_failures(user_key(name))
+
+    async def unlock(self, *, name: str | None = None, remote: str | None = None) -> bool:
+        done = False
+        if name is not None:
+            done |= await self.store.clear_failures(user_key(name))
+        if remote is not None:
+            done |= await self.store.clear_failures(address_key(remote))
+        return done

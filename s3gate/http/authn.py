@@ -1,0 +1,305 @@
+"""Who is calling: the authentication middleware, CSRF check, and the policy behind ``access``.
+
+Every request gets a ``Principal`` in ``request[keys.PRINCIPAL]``, from the
+first of:
+
+1. ``Authorization: Basic`` — user name and password (curl ``-u``, wget
+   ``--user``), or user name and an ``s3g_`` token as the password;
+2. ``Authorization: Bearer s3g_...`` — an API token;
+3. the ``s3gate_session`` cookie — a browser session from ``/login``;
+4. a gateway-signed link (``?expires=&by=&sig=``) — the signer, read-only,
+   and only for the object the signature names (checked in ``require``);
+5. nobody — anonymous, with only the rules opened to everyone.
+
+Bad credentials are a 401 at once (with ``WWW-Authenticate``); missing ones
+are only refused when a handler asks ``access.require`` for something the
+caller may not do. The middleware sits inside the error middleware, so its
+errors are rendered like every other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+from collections.abc import AsyncIterator
+from urllib.parse import quote, urlsplit
+
+from aiohttp import web
+
+from .. import keys
+from ..auth import audit, credentials, csrf
+from ..auth.audit import AuditSink
+from ..auth.config import check, open_warning
+from ..auth.rules import Rule
+from ..auth.service import AuthService, InvalidToken, Principal
+from ..errors import Forbidden, GatewayError, Unauthorized
+from . import links
+
+log = logging.getLogger("s3gate.auth")
+
+COOKIE = "s3gate_session"
+REALM = "s3gate"
+BASIC_CHALLENGE = {"WWW-Authenticate": f'Basic realm="{REALM}"'}
+BEARER_CHALLENGE = {"WWW-Authenticate": f'Bearer realm="{REALM}", error="invalid_token"'}
+READ_ONLY = (Rule("*", "", frozenset({"read"})),)
+_EVENTS = {"read": "download", "list": "list", "write": "upload", "delete": "delete"}
+
+
+# -- request facts ------------------------------------------------------------
+def client_address(request: web.Request) -> str | None:
+    """The client's address; behind a trusted proxy, the last X-Forwarded-For hop (the one it added)."""
+    config = request.app[keys.AUTH_CONFIG]
+    if config.trust_forwarded:
+        forwarded = request.headers.get("X-Forwarded-For", "")
+        last = forwarded.split(",")[-1].strip()
+        if last:
+            return last[:64]
+    return request.remote
+
+
+def is_https(request: web.Request) -> bool:
+    if request.secure:
+        return True
+    config = request.app[keys.AUTH_CONFIG]
+    if config.trust_forwarded:
+        proto = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+        return proto == "https"
+    return False
+
+
+def own_hosts(request: web.Request) -> set[str]:
+    config = request.app[keys.AUTH_CONFIG]
+    hosts = {csrf.normalize_host(request.host, request.scheme)}
+    if config.trust_forwarded and "X-Forwarded-Host" in request.headers:
+        proto = "https" if is_https(request) else "http"
+        hosts.add(csrf.normalize_host(request.headers["X-Forwarded-Host"].split(",")[0].strip(), proto))
+    if config.public_url:
+        hosts.add(csrf.host_of(config.public_url))
+    return {h for h in hosts if h}
+
+
+def wants_login_page(request: web.Request) -> bool:
+    """A browser navigating to a page (not curl/wget, not fetch()): send it to /login rather than a 401."""
+    if request.method not in ("GET", "HEAD") or "Authorization" in request.headers:
+        return False
+    mode = request.headers.get("Sec-Fetch-Mode")
+    if mode is not None:
+        return mode == "navigate"
+    return "text/html" in request.headers.get("Accept", "")
+
+
+def login_url(request: web.Request) -> str:
+    return "/login?next=" + quote(request.rel_url.path_qs, safe="")
+
+
+def principal(request: web.Request) -> Principal:
+    return request.get(keys.PRINCIPAL) or Principal(None, "anonymous")
+
+
+# -- the policy behind s3gate.http.access --------------------------------------
+class Policy:
+    """Installed as ``app[keys.POLICY]``; ``s3gate.http.access`` delegates to it."""
+
+    async def require(self, request: web.Request, action: str, bucket: str, key: str = "") -> None:
+        who = principal(request)
+        if who.via == "link":
+            self._check_link(request, action, bucket, key)
+        ok = who.may(action, bucket, key)
+        checks = request.get(keys.ACCESS_CHECKS)
+        if checks is not None:
+            checks.append((action, bucket, key, ok))
+        if ok:
+            return
+        if who.via == "link":
+            raise Forbidden("the signer of this link may no longer read this object")
+        if not who.authenticated:
+            if wants_login_page(request):
+                raise web.HTTPSeeOther(login_url(request))
+            raise Unauthorized(headers=BASIC_CHALLENGE)
+        where = f"{bucket}/{key}" if key else bucket
+        raise Forbidden(f"{who.name} may not {action} {where}")
+
+    def allowed(self, request: web.Request, action: str, bucket: str, key: str = "") -> bool:
+        who = principal(request)
+        if who.via == "link":
+            return False  # a link opens one object, never a listing
+        return who.may(action, bucket, key)
+
+    def principal_name(self, request: web.Request) -> str | None:
+        return principal(request).name
+
+    @staticmethod
+    def _check_link(request: web.Request, action: str, bucket: str, key: str) -> None:
+        # The signature binds the link to one (bucket, key): verified here, against
+        # exactly what the handler is about to serve, so a signed query string
+        # pasted onto another URL grants nothing.
+        signer_tool = request.app.get(keys.LINKS)
+        if signer_tool is None or action != "read":
+            raise Forbidden("a download link only allows downloading its object")
+        signer = signer_tool.verify(bucket, key, dict(request.query))  # 403 if tampered or expired
+        if signer != (principal(request).name or ""):
+            raise Forbidden("invalid download link")
+
+
+# -- authentication --------------------------------------------------------------
+def _basic(value: str) -> tuple[str, str]:
+    try:
+        raw = base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise Unauthorized("malformed Basic credentials", headers=BASIC_CHALLENGE) from None
+    try:
+        text = raw.decode("utf-8")  # RFC 7617 §2.1: UTF-8 is what clients send today
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
+    name, sep, password = text.partition(":")
+    if not sep:
+        raise Unauthorized("malformed Basic credentials", headers=BASIC_CHALLENGE)
+    return name, password
+
+
+async def authenticate(request: web.Request, service: AuthService, remote: str | None) -> tuple[Principal, bool]:
+    """Return (principal, ambient): ambient credentials are the ones a browser sends on its own."""
+    header = request.headers.get("Authorization")
+    if header is not None:
+        scheme, _, value = header.strip().partition(" ")
+        scheme = scheme.lower()
+        if scheme == "basic":
+            name, password = _basic(value)
+            try:
+                if credentials.is_token(password):
+                    return await service.authenticate_token(password, name=name), True
+                return await service.authenticate_password(name, password, remote), True
+            except Unauthorized as exc:
+                if isinstance(exc, InvalidToken):
+                    audit.record("token_refused", remote=remote, outcome="failed", request_id=request.get(keys.REQUEST_ID))
+                raise Unauthorized(exc.message, headers=BASIC_CHALLENGE) from None
+        if scheme == "bearer":
+            token = value.strip()
+            if not credentials.is_token(token):
+                raise Unauthorized("not an s3gate token (they start with s3g_)", headers=BEARER_CHALLENGE)
+            try:
+                return await service.authenticate_token(token), False
+            except Unauthorized as exc:
+                audit.record("token_refused", remote=remote, outcome="failed", request_id=request.get(keys.REQUEST_ID))
+                raise Unauthorized(exc.message, headers=BEARER_CHALLENGE) from None
+        raise Unauthorized("unsupported Authorization scheme: use Basic or Bearer", headers=BASIC_CHALLENGE)
+    session_id = request.cookies.get(COOKIE)
+    if session_id:
+        found = await service.session_principal(session_id)
+        if found is not None:
+            return found, True
+    if links.is_signed(request.query):
+        signer = await service.signer_principal(request.query.get("by", ""))
+        return signer.narrowed(READ_ONLY, via="link"), False
+    return await service.anonymous(), False
+
+
+def _status(exc: BaseException) -> int:
+    if isinstance(exc, GatewayError):
+        return exc.status
+    if isinstance(exc, web.HTTPException):
+        return exc.status
+    if isinstance(exc, (asyncio.CancelledError, ConnectionResetError)):
+        return 499  # client went away (nginx's convention)
+    return 500
+
+
+def _audit_access(request: web.Request, who: Principal, remote: str | None, status: int) -> None:
+    rid = request.get(keys.REQUEST_ID)
+    for action, bucket, key, ok in request.get(keys.ACCESS_CHECKS) or ():
+        audit.record(
+            _EVENTS.get(action, action),
+            user=who.name,
+            via=who.via,
+            token=who.token_id,
+            action=action,
+            bucket=bucket,
+            key=key,
+            remote=remote,
+            request_id=rid,
+            outcome="denied" if not ok else ("ok" if status < 400 else "error"),
+            status=status,
+        )
+
+
+@web.middleware
+async def authn_middleware(request: web.Request, handler):
+    service = request.app[keys.AUTH]
+    remote = client_address(request)
+    who, ambient = await authenticate(request, service, remote)
+    request[keys.PRINCIPAL] = who
+    request[keys.ACCESS_CHECKS] = []
+    if ambient:
+        reason = csrf.refusal(request.method, request.headers, own_hosts(request))
+        if reason:
+            audit.record(
+                "csrf_refused", user=who.name, via=who.via, remote=remote,
+                request_id=request.get(keys.REQUEST_ID), outcome="denied", reason=reason,
+            )
+            raise Forbidden(reason)
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except BaseException as exc:
+        status = _status(exc)
+        raise
+    finally:
+        _audit_access(request, who, remote, status)
+
+
+# -- wiring -----------------------------------------------------------------------
+def setup_auth(app: web.Application, settings, *, hasher=None, clock=None) -> None:
+    """Install authentication: store (cleanup_ctx), middleware (inner), /login routes, policy.
+
+    Call after the error middleware is in ``app.middlewares``. With ``auth``
+    off this only warns (loudly, when listening beyond loopback).
+    ``hasher``/``clock`` are for tests (cheap argon2 parameters, fake time).
+    """
+    from . import authn_routes
+
+    config = check(settings)
+    if not config.enabled:
+        warning = open_warning(settings)
+        if warning:
+            log.critical("!" * 72)
+            log.critical(warning)
+            log.critical("!" * 72)
+        else:
+            log.warning("authentication is off (S3GATE_AUTH=0): anyone on this machine can use the gateway")
+        return
+    app[keys.AUTH_CONFIG] = config
+    app[keys.POLICY] = Policy()
+    app.middlewares.append(authn_middleware)
+
+    async def auth_ctx(app: web.Application) -> AsyncIterator[None]:
+        sink = AuditSink(config.audit_log, config.data_dir)
+        await asyncio.to_thread(sink.start)
+        extra = {"clock": clock} if clock is not None else {}
+        service = await AuthService.open(config, hasher=hasher, **extra)
+        try:
+            await service.passwords.dummy_hash()  # now, so the first unknown user is not faster
+            if not await service.store.count_users():
+                log.warning("no users yet: create one with `s3gate users add NAME --admin` (or start with ./run.sh)")
+            app[keys.AUTH] = service
+            yield
+        finally:
+            await service.close()
+            await asyncio.to_thread(sink.stop)
+
+    app.cleanup_ctx.append(auth_ctx)
+    authn_routes.setup(app)
+
+
+def safe_next(target: str | None) -> str:
+    """Only same-site paths: '/x?y' yes; '//evil', 'http://evil', '/\\evil' no."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return "/"
+    return target
+

@@ -1,0 +1,138 @@
+"""ObjectWriter against moto: single PUT vs multipart, and all-or-nothing failures."""
+
+import asyncio
+import hashlib
+
+import pytest
+
+from s3gate.errors import ChecksumMismatch, PayloadTooLarge, StorageError
+from s3gate.storage.budget import MemoryBudget
+from s3gate.storage.s3 import Storage
+from s3gate.storage.writer import ObjectWriter, part_size_for
+from tests.conftest import keys_in, open_uploads
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture
+async def storage(settings):
+    async with Storage.open(settings) as st:
+        yield st
+
+
+def writer(storage, budget, bucket, key="obj", **kw):
+    kw.setdefault("part_size", 5 * MiB)
+    kw.setdefault("parts_in_flight", 2)
+    kw.setdefault("limit", 1 << 40)
+    kw.setdefault("content_type", "application/octet-stream")
+    return ObjectWriter(storage, budget, bucket, key, **kw)
+
+
+async def feed(w, total, chunk=256 * 1024):
+    sent = 0
+    digest = hashlib.sha256()
+    while sent < total:
+        piece = bytes([sent // chunk % 256]) * min(chunk, total - sent)
+        digest.update(piece)
+        await w.write(piece)
+        sent += len(piece)
+    return digest.hexdigest()
+
+
+def test_part_size_grows_for_huge_bodies():
+    assert part_size_for(None, 8 * MiB) == 8 * MiB
+    assert part_size_for(10 * 1024**3, 8 * MiB) == 8 * MiB
+    grown = part_size_for(5 * 1024**4, 8 * MiB)  # 5 TiB
+    assert grown * 10_000 >= 5 * 1024**4 and grown % MiB == 0
+
+
+async def test_small_body_single_put_and_budget_returned(storage, bucket, s3):
+    budget = MemoryBudget(64 * MiB)
+    w = writer(storage, budget, bucket, size_hint=1000)
+    sha = await feed(w, 1000)
+    result = await w.finish()
+    assert result.parts == 1 and result.sha256 == sha and result.size == 1000
+    assert budget.used == 0 and budget.peak == 1000  # reserved only what was announced
+    assert open_uploads(s3, bucket) == []
+
+
+async def test_multipart_and_memory_stays_within_parts(storage, bucket, s3):
+    budget = MemoryBudget(64 * MiB)
+    w = writer(storage, budget, bucket)
+    sha = await feed(w, 17 * MiB)
+    result = await w.finish()
+    assert result.parts == 4 and result.sha256 == sha
+    body = s3.get_object(Bucket=bucket, Key="obj")["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == sha
+    # one part filling + parts_in_flight in S3's hands
+    assert budget.peak <= 3 * 5 * MiB
+    assert budget.used == 0
+
+
+class FailingStorage:
+    """Real storage, but the n-th part upload fails like a broken S3 would."""
+
+    def __init__(self, real, fail_part):
+        self.real, self.fail_part = real, fail_part
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    async def upload_part(self, bucket, key, upload_id, number, data, crc):
+        if number == self.fail_part:
+            raise StorageError("storage refused the request (InternalError)")
+        return await self.real.upload_part(bucket, key, upload_id, number, data, crc)
+
+
+async def test_s3_failure_midway_aborts_everything(storage, bucket, s3):
+    s3.put_object(Bucket=bucket, Key="obj", Body=b"previous version")
+    budget = MemoryBudget(64 * MiB)
+    w = writer(FailingStorage(storage, fail_part=2), budget, bucket)
+    with pytest.raises(StorageError):
+        await feed(w, 30 * MiB)
+        await w.finish()
+    await w.abort()
+    assert open_uploads(s3, bucket) == []
+    assert s3.get_object(Bucket=bucket, Key="obj")["Body"].read() == b"previous version"
+    assert budget.used == 0
+
+
+async def test_cancelled_upload_is_aborted(storage, bucket, s3):
+    budget = MemoryBudget(64 * MiB)
+    w = writer(storage, budget, bucket)
+    stall = asyncio.Event()
+
+    async def upload():
+        try:
+            await feed(w, 11 * MiB)
+            await stall.wait()  # the client stops sending
+        except asyncio.CancelledError:
+            await w.abort()
+            raise
+
+    task = asyncio.create_task(upload())
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        if open_uploads(s3, bucket):
+            break
+    assert open_uploads(s3, bucket), "a multipart upload should be open by now"
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert open_uploads(s3, bucket) == []
+    assert keys_in(s3, bucket) == []
+    assert budget.used == 0
+
+
+async def test_limit_and_short_body(storage, bucket, s3):
+    budget = MemoryBudget(64 * MiB)
+    w = writer(storage, budget, bucket, limit=10 * MiB)
+    with pytest.raises(PayloadTooLarge):
+        await feed(w, 11 * MiB)
+    await w.abort()
+    w = writer(storage, budget, bucket, size_hint=7 * MiB)
+    await feed(w, 6 * MiB)  # the client promised 7 MiB and stopped at 6
+    with pytest.raises(ChecksumMismatch):
+        await w.finish()
+    assert open_uploads(s3, bucket) == [] and keys_in(s3, bucket) == []
+    assert budget.used == 0
