@@ -11,6 +11,7 @@ if TYPE_CHECKING:  # imported for typing only: keys.py must not pull in the room
     from .http.uploads import UploadRegistry
     from .settings import Settings
     from .storage.budget import MemoryBudget
+    from .storage.journal import UploadJournal
     from .storage.s3 import Storage
 
 SETTINGS = web.AppKey("settings", "Settings")
@@ -18,6 +19,7 @@ STORAGE = web.AppKey("storage", "Storage")
 BUDGET = web.AppKey("budget", "MemoryBudget")
 LINKS = web.AppKey("links", "LinkSigner")
 UPLOADS = web.AppKey("uploads", "UploadRegistry")
+JOURNAL = web.AppKey("journal", "UploadJournal")
 # Installed by the auth room; absent when auth is switched off (see http/access.py).
 POLICY = web.AppKey("policy", object)
 

@@ -122,6 +122,7 @@ def new_writer(request: web.Request, bucket: str, key: str, **kwargs: Any) -> Ob
         part_size=settings.part_size,
         parts_in_flight=settings.parts_in_flight,
         limit=settings.upload_limit,
+        journal=app[keys.JOURNAL],
         **kwargs,
     )
 

@@ -21,12 +21,15 @@ import hashlib
 import logging
 import zlib
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING
 
 from ..errors import ChecksumMismatch, PayloadTooLarge
 from ..settings import S3_MAX_PARTS, S3_MAX_PART, MiB
 from .budget import MemoryBudget
 from .s3 import UPLOADER_TAG, Storage
+
+if TYPE_CHECKING:
+    from .journal import UploadJournal
 
 log = logging.getLogger("s3gate.storage")
 
@@ -37,6 +40,18 @@ def part_size_for(size_hint: int | None, part_size: int) -> int:
         return part_size
     needed = -(-size_hint // S3_MAX_PARTS)
     return min(S3_MAX_PART, -(-needed // MiB) * MiB)
+
+
+GROW_EVERY = 1000  # parts of unknown-length bodies between part-size doublings
+
+
+def unknown_length_part_size(number: int, part_size: int, ceiling: int) -> int:
+    """Part size for part ``number`` (1-based) of a body whose length is unknown.
+
+    The size doubles every 1,000 parts, up to ``ceiling`` (what the memory
+    budget allows), so chunked uploads are not capped at part_size x 10,000.
+    """
+    return max(part_size, min(ceiling, S3_MAX_PART, part_size << ((number - 1) // GROW_EVERY)))
 
 
 def _crc32_b64(data: bytes) -> str:
@@ -68,22 +83,24 @@ class ObjectWriter:
         size_hint: int | None = None,
         expect_md5: bytes | None = None,
         expect_sha256: bytes | None = None,
-        on_multipart: Callable[[str, str, str], None] | None = None,
-        on_multipart_end: Callable[[str], None] | None = None,
+        journal: UploadJournal | None = None,
     ):
         self.storage = storage
         self.budget = budget
         self.bucket = bucket
         self.key = key
-        self.part_size = part_size_for(size_hint, part_size)
+        self.base_part_size = part_size_for(size_hint, part_size)
+        # With an unknown length, parts grow; one upload may hold at most
+        # (parts_in_flight + 1) parts, so keep that within the budget.
+        self.max_part_size = max(self.base_part_size, budget.total // (parts_in_flight + 1))
+        self.part_size = self.base_part_size
         self.parts_in_flight = parts_in_flight
         self.limit = limit
         self.content_type = content_type
         self.size_hint = size_hint
         self.expect_md5 = expect_md5
         self.expect_sha256 = expect_sha256
-        self._on_multipart = on_multipart
-        self._on_multipart_end = on_multipart_end
+        self.journal = journal
 
         self.size = 0
         self._chunks: list[bytes] = []
@@ -127,6 +144,10 @@ class ObjectWriter:
             view = view[len(piece) :]
             if self._buffered >= self.part_size:
                 await self._send_part()
+                if self.size_hint is None:
+                    self.part_size = unknown_length_part_size(
+                        len(self._etags) + 1, self.base_part_size, self.max_part_size
+                    )
 
     async def _take_part(self) -> tuple[bytes, int]:
         data = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
@@ -154,8 +175,8 @@ class ObjectWriter:
                 self._upload_id = await self.storage.create_multipart(
                     self.bucket, self.key, content_type=self.content_type, metadata={UPLOADER_TAG: "1"}
                 )
-                if self._on_multipart:
-                    self._on_multipart(self.bucket, self.key, self._upload_id)
+                if self.journal is not None:
+                    await self.journal.started(self.bucket, self.key, self._upload_id)
             while len(self._tasks) >= self.parts_in_flight:
                 await self._wait_one()
         except BaseException:
@@ -232,8 +253,8 @@ class ObjectWriter:
             self.bucket, self.key, self._upload_id, [e or "" for e in self._etags], self._crcs
         )
         self._done = True
-        if self._on_multipart_end:
-            self._on_multipart_end(self._upload_id)
+        if self.journal is not None:
+            await self.journal.ended(self._upload_id)
         return UploadResult(self.bucket, self.key, self.size, etag, self._sha256.hexdigest(), len(self._etags))
 
     def _verify(self) -> None:
@@ -268,7 +289,8 @@ class ObjectWriter:
             try:
                 await self.storage.abort_multipart(self.bucket, self.key, self._upload_id)
                 log.info("aborted multipart upload of %s/%s", self.bucket, self.key)
-            except Exception as exc:  # the sweeper or the lifecycle rule is the backstop
+            except Exception as exc:  # the journal entry stays: the sweeper retries later
                 log.error("could not abort multipart upload of %s/%s: %s", self.bucket, self.key, exc)
-            if self._on_multipart_end:
-                self._on_multipart_end(self._upload_id)
+                return
+            if self.journal is not None:
+                await self.journal.ended(self._upload_id)

@@ -8,7 +8,7 @@ import pytest
 from s3gate.errors import ChecksumMismatch, PayloadTooLarge, StorageError
 from s3gate.storage.budget import MemoryBudget
 from s3gate.storage.s3 import Storage
-from s3gate.storage.writer import ObjectWriter, part_size_for
+from s3gate.storage.writer import ObjectWriter, part_size_for, unknown_length_part_size
 from tests.conftest import keys_in, open_uploads
 
 MiB = 1024 * 1024
@@ -44,6 +44,13 @@ def test_part_size_grows_for_huge_bodies():
     assert part_size_for(10 * 1024**3, 8 * MiB) == 8 * MiB
     grown = part_size_for(5 * 1024**4, 8 * MiB)  # 5 TiB
     assert grown * 10_000 >= 5 * 1024**4 and grown % MiB == 0
+
+
+def test_unknown_length_parts_grow_within_budget():
+    sizes = [unknown_length_part_size(n, 8 * MiB, 85 * MiB) for n in range(1, 10_001)]
+    assert sizes[0] == sizes[999] == 8 * MiB and sizes[1000] == 16 * MiB
+    assert max(sizes) == 85 * MiB
+    assert sum(sizes) > 600 * 1024**3  # far beyond 8 MiB x 10,000 = 78 GiB
 
 
 async def test_small_body_single_put_and_budget_returned(storage, bucket, s3):
