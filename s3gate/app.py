@@ -7,6 +7,7 @@ link-signing key, the users database) open and close in cleanup_ctx.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,10 +18,13 @@ from . import keys
 from . import settings as settings_mod
 from .http import middlewares, routes
 from .http.accesslog import AccessLogger
+from .http.authn import setup_auth
 from .http.links import LinkSigner
 from .http.uploads import UploadRegistry
+from .memory import pin_mmap_threshold
 from .settings import Settings
 from .storage.budget import MemoryBudget
+from .storage.journal import UploadJournal, sweep_forever
 from .storage.s3 import Storage
 
 log = logging.getLogger("s3gate")
@@ -38,6 +42,19 @@ async def _links_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
 
 
+async def _journal_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.SETTINGS]
+    app[keys.JOURNAL] = journal = await asyncio.to_thread(UploadJournal, Path(settings.data_dir) / "uploads")
+    sweeper = None
+    if settings.abort_stale_uploads_hours > 0:
+        sweeper = asyncio.create_task(sweep_forever(journal, app[keys.STORAGE], settings.abort_stale_uploads_hours))
+    yield
+    if sweeper is not None:
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
+
+
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         middlewares=[middlewares.request_id_middleware, middlewares.error_middleware],
@@ -49,8 +66,10 @@ def create_app(settings: Settings) -> web.Application:
     app[keys.UPLOADS] = UploadRegistry()
     app.cleanup_ctx.append(_storage_ctx)
     app.cleanup_ctx.append(_links_ctx)
+    app.cleanup_ctx.append(_journal_ctx)
     app.on_shutdown.append(app[keys.UPLOADS].on_shutdown)
     routes.setup(app)
+    setup_auth(app, settings)  # after the error middleware: auth errors render like every other
     return app
 
 
@@ -72,6 +91,7 @@ async def app_factory() -> web.AppRunner:
     """
     settings = settings_mod.load()
     configure_logging(settings)
+    pin_mmap_threshold()
     app = create_app(settings)
     return web.AppRunner(
         app,

@@ -32,6 +32,7 @@ from ..errors import (
     StorageUnavailable,
 )
 from ..settings import Settings
+from .body import PartBody
 
 log = logging.getLogger("s3gate.storage")
 
@@ -270,7 +271,7 @@ class Storage:
             resp = await self.client.put_object(
                 Bucket=bucket,
                 Key=key,
-                Body=data,
+                Body=PartBody(data),
                 ContentType=content_type,
                 ChecksumCRC32=checksum_crc32,
                 Metadata=metadata,
@@ -316,7 +317,7 @@ class Storage:
         # The store verifies each part against the CRC32 we computed (BadDigest otherwise).
         with translate(bucket, key):
             resp = await self.client.upload_part(
-                Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data, ChecksumCRC32=crc32
+                Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=PartBody(data), ChecksumCRC32=crc32
             )
         return resp["ETag"]
 

@@ -103,8 +103,10 @@ class ObjectWriter:
         self.journal = journal
 
         self.size = 0
-        self._chunks: list[bytes] = []
-        self._buffered = 0
+        # The part being filled: allocated at its reserved size and filled in
+        # place, so a part never exists twice (no join, no copy when sent).
+        self._buf: bytearray | None = None
+        self._filled = 0
         self._reserved = 0  # budget held by the part being filled
         self._sha256 = hashlib.sha256()
         self._md5 = hashlib.md5() if expect_md5 is not None else None
@@ -132,38 +134,38 @@ class ObjectWriter:
             raise PayloadTooLarge(f"upload exceeds the limit of {self.limit} bytes; nothing was stored")
         view = memoryview(chunk)
         while view:
-            if not self._reserved:
-                need = self._reservation()
-                await self.budget.acquire(need)
-                self._reserved = need
-            room = self.part_size - self._buffered
-            piece = view[:room]
-            self._chunks.append(bytes(piece) if len(piece) != len(chunk) else chunk)
-            self._buffered += len(piece)
-            self.size += len(piece)
-            view = view[len(piece) :]
-            if self._buffered >= self.part_size:
+            if self._buf is not None and self._filled == len(self._buf):
+                # Full, and more is coming: only now is it a multipart upload.
                 await self._send_part()
                 if self.size_hint is None:
                     self.part_size = unknown_length_part_size(
                         len(self._etags) + 1, self.base_part_size, self.max_part_size
                     )
+            if self._buf is None:
+                need = self._reservation()
+                await self.budget.acquire(need)
+                self._reserved = need
+                self._buf = bytearray(need)
+            n = min(len(self._buf) - self._filled, len(view))
+            self._buf[self._filled : self._filled + n] = view[:n]
+            self._filled += n
+            self.size += n
+            view = view[n:]
 
-    async def _take_part(self) -> tuple[bytes, int]:
-        data = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
-        self._chunks = []
-        self._buffered = 0
+    async def _take_part(self) -> tuple[memoryview, int]:
+        buf, filled = self._buf, self._filled
+        self._buf, self._filled = None, 0
         reserved, self._reserved = self._reserved, 0
-        return data, reserved
+        return memoryview(buf if buf is not None else b"")[:filled], reserved
 
-    def _digest(self, data: bytes) -> str:
+    def _digest(self, data: memoryview) -> str:
         # Runs in a worker thread; callers keep these calls in order.
         self._sha256.update(data)
         if self._md5 is not None:
             self._md5.update(data)
         return _crc32_b64(data)
 
-    async def _hash_in_order(self, data: bytes, previous: asyncio.Future[None] | None) -> str:
+    async def _hash_in_order(self, data: memoryview, previous: asyncio.Future[None] | None) -> str:
         if previous is not None:
             await previous
         return await asyncio.to_thread(self._digest, data)
@@ -191,7 +193,7 @@ class ObjectWriter:
         self._tasks.add(task)
 
     async def _part_job(
-        self, number: int, data: bytes, reserved: int, previous: asyncio.Future[None] | None, hashed: asyncio.Future[None]
+        self, number: int, data: memoryview, reserved: int, previous: asyncio.Future[None] | None, hashed: asyncio.Future[None]
     ) -> None:
         try:
             try:
@@ -241,11 +243,12 @@ class ObjectWriter:
                     self.budget.release(reserved)
             self._done = True
             return UploadResult(self.bucket, self.key, self.size, etag, self._sha256.hexdigest(), 1)
-        if self._buffered:
+        if self._filled:
             await self._send_part()
         elif self._reserved:
             self.budget.release(self._reserved)
             self._reserved = 0
+            self._buf = None
         while self._tasks:
             await self._wait_one()
         self._verify()
@@ -281,7 +284,7 @@ class ObjectWriter:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
-        self._chunks = []
+        self._buf = None
         if self._reserved:
             self.budget.release(self._reserved)
             self._reserved = 0
