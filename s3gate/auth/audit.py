@@ -43,7 +43,7 @@ FIELDS = (
 def record(event: str, **fields: Any) -> None:
     if not log.isEnabledFor(logging.INFO):
         return
-    entry: dict[str, Any] = {"ts": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"), "event": event}
+    entry: dict[str, Any] = {"ts": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"), "event": event}
     for name in FIELDS:
         value = fields.get(name)
         if value is not None and value != "":
@@ -80,7 +80,7 @@ class AuditSink:
         if path is None:
             return  # propagate to the main log (standard error)
         create_private_file(path)
-        target = logging.FileHandler(path, encoding="utf-8")
+        target = logging.handlers.WatchedFileHandler(path, encoding="utf-8")  # follows logrotate's moves
         target.setFormatter(logging.Formatter("%(message)s"))
         q: queue.SimpleQueue = queue.SimpleQueue()
         self._handler = logging.handlers.QueueHandler(q)

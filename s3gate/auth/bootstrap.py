@@ -7,9 +7,12 @@ import concurrent.futures
 import logging
 import os
 import secrets
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 from . import audit
+from .audit import AuditSink
 from .config import check
 from .service import AuthService
 
@@ -17,6 +20,7 @@ log = logging.getLogger("s3gate.auth")
 
 ADMIN_NAME = "admin"
 PASSWORD_FILE = "admin-password"
+T = TypeVar("T")
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -40,6 +44,9 @@ async def ensure_admin_async(settings) -> str | None:
     config = check(settings)
     if not config.enabled:
         return None
+    sink = AuditSink(config.audit_log, config.data_dir) if config.audit_log not in ("", "-") else None
+    if sink:
+        await asyncio.to_thread(sink.start)
     service = await AuthService.open(config)
     try:
         if await service.store.count_users():
@@ -58,9 +65,55 @@ async def ensure_admin_async(settings) -> str | None:
         return password
     finally:
         await service.close()
+        if sink:
+            await asyncio.to_thread(sink.stop)
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run(coro), also from code that already runs inside an event loop (then on a thread)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 def ensure_admin(settings) -> str | None:
     """Synchronous form for the launcher; safe to call with or without a running event loop."""
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, ensure_admin_async(settings)).result()
+    return run_sync(ensure_admin_async(settings))
+
+
+def run(settings, env: dict[str, str] | None = None) -> None:
+    """The launcher's first-start hook (``s3gate serve`` / ``./run.sh``), before workers start.
+
+    Warns loudly when auth is off beyond loopback; creates ``admin`` when the
+    users database is empty and prints a generated password exactly once.
+    ``env`` is the workers' environment (unused for now; kept for the launcher's call).
+    """
+    import sys
+
+    from .config import open_warning
+
+    warning = open_warning(settings)
+    if warning:
+        bar = "!" * 78
+        print(f"{bar}\n{warning}\n{bar}", file=sys.stderr, flush=True)
+        return
+    if not settings.auth:
+        print("s3gate: authentication is off (S3GATE_AUTH=0); listening on loopback only", file=sys.stderr, flush=True)
+        return
+    password = ensure_admin(settings)
+    if password:
+        path = Path(settings.data_dir) / PASSWORD_FILE
+        bar = "=" * 78
+        print(
+            f"{bar}\n"
+            f"s3gate: first start: created the admin account.\n"
+            f"    user:     {ADMIN_NAME}\n"
+            f"    password: {password}\n"
+            f"This is shown once. It is also in {path} (readable only by you).\n"
+            f"Change it with: s3gate users passwd {ADMIN_NAME}\n"
+            f"{bar}",
+            flush=True,
+        )

@@ -57,14 +57,25 @@ class Passwords:
         self.check_policy(password)
         return self.hasher.hash(password)
 
+    def slot(self) -> asyncio.Semaphore:
+        """Held around one verification (``async with passwords.slot():`` then ``verify_in_slot``)."""
+        return self._limit
+
     async def verify(self, stored: str | None, password: str) -> bool:
         """True when ``password`` matches ``stored``; ``None`` (no such user) is checked against a dummy."""
+        await self.dummy_hash()
+        async with self._limit:
+            return await self.verify_in_slot(stored, password)
+
+    async def verify_in_slot(self, stored: str | None, password: str) -> bool:
+        """``verify`` for a caller already holding ``slot()`` (and having awaited ``dummy_hash()``)."""
         if len(password) > MAX_PASSWORD_LENGTH:
             password = password[:MAX_PASSWORD_LENGTH]  # still spend the time; cannot match anyway
             stored = None
-        target = stored if stored else await self.dummy_hash()
-        async with self._limit:
-            ok = await asyncio.to_thread(self._verify, target, password)
+        target = stored or self._dummy
+        if target is None:
+            raise RuntimeError("await dummy_hash() before taking a slot")
+        ok = await asyncio.to_thread(self._verify, target, password)
         return ok and bool(stored)
 
     def _verify(self, stored: str, password: str) -> bool:

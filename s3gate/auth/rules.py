@@ -78,7 +78,7 @@ class Rule:
     actions: frozenset[str]
 
     @classmethod
-    def make(cls, bucket: str, prefix: str, actions: Iterable[str] | str) -> "Rule":
+    def make(cls, bucket: str, prefix: str, actions: Iterable[str] | str) -> Rule:
         acts = parse_actions(actions) if isinstance(actions, str) else frozenset(actions)
         if not acts or not acts <= set(ACTIONS):
             raise RuleError(f"bad actions {sorted(acts)}")
@@ -87,7 +87,7 @@ class Rule:
         return cls(bucket, normalize_prefix(prefix), acts)
 
     @classmethod
-    def parse(cls, text: str) -> "Rule":
+    def parse(cls, text: str) -> Rule:
         """``BUCKET[/PREFIX]:ACTIONS`` (the form used by --scope and the ``public`` setting)."""
         target, sep, actions = text.strip().rpartition(":")
         if not sep or not target:
@@ -125,7 +125,7 @@ class Rule:
             return not self.prefix
         return folder.startswith(self.prefix) or self.prefix.startswith(folder)
 
-    def within(self, other: "Rule") -> bool:
+    def within(self, other: Rule) -> bool:
         """Is everything this rule grants also granted by ``other``?"""
         if not self.actions <= other.actions:
             return False

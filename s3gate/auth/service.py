@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 import argon2
 
-from ..errors import BadRequest, NotFound, Unauthorized
+from ..errors import BadRequest, NotFound, TooManyRequests, Unauthorized
 from . import audit, credentials
 from .config import AuthConfig
 from .passwords import PasswordRejected, Passwords
@@ -61,7 +61,7 @@ class Principal:
             return False
         return all(grants(scope, action, bucket, key) for scope in self.scopes)
 
-    def narrowed(self, scope: Iterable[Rule], via: str | None = None) -> "Principal":
+    def narrowed(self, scope: Iterable[Rule], via: str | None = None) -> Principal:
         return replace(self, scopes=self.scopes + (tuple(scope),), via=via or self.via)
 
 
@@ -90,8 +90,8 @@ class AuthService:
         self.passwords = passwords or Passwords(config.password_min_length)
         self.clock = clock
         self.throttle = Throttle(store, config.throttle, clock)
-        # Verified Basic passwords, keyed by an HMAC under a per-process key
-        # (never the password itself): name -> (key, stored hash, expiry).
+        # Basic passwords verified recently: HMAC(per-process key, name + password)
+        # -> (the stored hash they matched, expiry). Never the password itself.
         self._cache_key = secrets.token_bytes(32)
         self._verified: dict[bytes, tuple[str, float]] = {}
 
@@ -102,12 +102,16 @@ class AuthService:
         *,
         hasher: argon2.PasswordHasher | None = None,
         clock: Callable[[], float] = time.time,
-    ) -> "AuthService":
+    ) -> AuthService:
         store = await open_store(config.data_dir, config.users_db)
         passwords = Passwords(config.password_min_length, hasher=hasher)
         service = cls(store, config, passwords=passwords, clock=clock)
         now = clock()
-        await store.purge(now, now - config.throttle.lockout)
+        try:
+            await store.purge(now, now - config.throttle.lockout)
+        except BaseException:
+            await store.close()
+            raise
         return service
 
     async def close(self) -> None:
@@ -143,13 +147,13 @@ class AuthService:
         user = await self._user(name)
         hashed = await self._hash(password) if password is not None else None
         await self.store.update_password(user.id, hashed, self.clock())
-        self._forget(name)
+        self._forget_verified()
         return await self.store.delete_sessions(user.id)
 
     async def set_disabled(self, name: str, disabled: bool) -> int:
         user = await self._user(name)
         await self.store.set_flags(user.id, disabled=disabled)
-        self._forget(name)
+        self._forget_verified()
         return await self.store.delete_sessions(user.id) if disabled else 0
 
     async def set_admin(self, name: str, admin: bool) -> None:
@@ -159,7 +163,7 @@ class AuthService:
     async def delete_user(self, name: str) -> None:
         user = await self._user(name)
         await self.store.delete_user(user.id)
-        self._forget(name)
+        self._forget_verified()
 
     async def list_users(self) -> list[tuple[User, list[Rule]]]:
         users = await self.store.list_users()
@@ -189,10 +193,12 @@ class AuthService:
 
     async def revoke(self, name: str, rule: Rule) -> Rule | None:
         user = await self._rule_owner(name)
+        have = await self.store.rules_for(user.id)
+        current = next((r for r in have if (r.bucket, r.prefix) == (rule.bucket, rule.prefix)), None)
+        if current is None or not current.actions & rule.actions:
+            listed = ", ".join(str(r) for r in have) or "none"
+            raise NotFound(f"{name} has no such right on {rule.target} (rules: {listed})")
         left = await self.store.revoke(user.id, rule)
-        if left is False:
-            have = ", ".join(r.target for r in await self.store.rules_for(user.id)) or "none"
-            raise NotFound(f"{name} has no rule for {rule.target} (rules: {have})")
         return left if isinstance(left, Rule) else None
 
     async def public_rules(self) -> tuple[Rule, ...]:
@@ -216,11 +222,13 @@ class AuthService:
         msg = name.encode("utf-8", "surrogatepass") + b"\0" + password.encode("utf-8", "surrogatepass")
         return hmac.new(self._cache_key, msg, hashlib.sha256).digest()
 
-    def _forget(self, name: str) -> None:
+    def _forget_verified(self) -> None:
         # Entries are keyed by HMAC, so drop all: rare admin action, cheap.
         self._verified.clear()
 
-    async def authenticate_password(self, name: str, password: str, remote: str | None) -> Principal:
+    async def authenticate_password(
+        self, name: str, password: str, remote: str | None, *, request_id: str | None = None
+    ) -> Principal:
         """Check a user name and password; raise InvalidCredentials (401) or TooManyRequests (429)."""
         user = await self.store.get_user(name) if _NAME_RE.match(name) else None
         stored = user.password_hash if user is not None else None
@@ -231,19 +239,32 @@ class AuthService:
             # Proven recently with this exact password (and the hash is unchanged):
             # skip argon2 and the throttle, which exists to stop guessing.
             return await self.principal_for(user, "password")
-        await self.throttle.check(name, remote)
-        ok = await self.passwords.verify(stored, password)
-        if not ok or user is None or user.disabled:
-            wait = await self.throttle.failed(name, remote)
+        await self.passwords.dummy_hash()
+        # Check the counters, verify and count a failure while holding a hashing
+        # slot: a burst of parallel guesses queues here and meets the counters
+        # its predecessors updated, instead of all passing the check at once.
+        async with self.passwords.slot():
+            try:
+                await self.throttle.check(name, remote)
+            except TooManyRequests:
+                audit.record("login_throttled", user=user.name if user else None, remote=remote,
+                             request_id=request_id, outcome="locked")
+                raise
+            ok = await self.passwords.verify_in_slot(stored, password)
+            failed = not ok or user is None or user.disabled
+            wait = await self.throttle.failed(name, remote) if failed else 0.0
+        if failed:
             audit.record(
                 "login_failed",
                 user=user.name if user is not None else None,  # an unknown "name" may be a mistyped password
                 remote=remote,
+                request_id=request_id,
                 outcome="failed",
                 reason="disabled" if (ok and user is not None) else "bad credentials",
             )
             if wait >= self.config.throttle.lockout:
-                audit.record("login_locked", user=user.name if user else None, remote=remote, outcome="locked")
+                audit.record("login_locked", user=user.name if user else None, remote=remote,
+                             request_id=request_id, outcome="locked")
             raise InvalidCredentials()
         await self.throttle.succeeded(name)
         if self.passwords.needs_rehash(stored or ""):

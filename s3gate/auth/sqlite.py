@@ -84,7 +84,7 @@ class SQLiteStore(Store):
         self._conn: sqlite3.Connection | None = None
 
     @classmethod
-    async def open(cls, path: Path) -> "SQLiteStore":
+    async def open(cls, path: Path) -> SQLiteStore:
         store = cls(path)
         try:
             await store._call(store._open)

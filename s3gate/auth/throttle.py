@@ -40,7 +40,7 @@ class ThrottleConfig:
 
 
 def user_key(name: str) -> str:
-    return "user:" + name
+    return "user:" + name[:128]  # any string can be tried as a name: bound the row size
 
 
 def address_key(remote: str | None) -> str:

@@ -33,7 +33,7 @@ from ..auth import audit, credentials, csrf
 from ..auth.audit import AuditSink
 from ..auth.config import check, open_warning
 from ..auth.rules import Rule
-from ..auth.service import AuthService, InvalidToken, Principal
+from ..auth.service import ANONYMOUS_PRINCIPAL, AuthService, InvalidToken, Principal
 from ..errors import Forbidden, GatewayError, Unauthorized
 from . import links
 
@@ -95,7 +95,7 @@ def login_url(request: web.Request) -> str:
 
 
 def principal(request: web.Request) -> Principal:
-    return request.get(keys.PRINCIPAL) or Principal(None, "anonymous")
+    return request.get(keys.PRINCIPAL) or ANONYMOUS_PRINCIPAL
 
 
 # -- the policy behind s3gate.http.access --------------------------------------
@@ -170,7 +170,8 @@ async def authenticate(request: web.Request, service: AuthService, remote: str |
             try:
                 if credentials.is_token(password):
                     return await service.authenticate_token(password, name=name), True
-                return await service.authenticate_password(name, password, remote), True
+                rid = request.get(keys.REQUEST_ID)
+                return await service.authenticate_password(name, password, remote, request_id=rid), True
             except Unauthorized as exc:
                 if isinstance(exc, InvalidToken):
                     audit.record("token_refused", remote=remote, outcome="failed", request_id=request.get(keys.REQUEST_ID))
@@ -291,7 +292,17 @@ def setup_auth(app: web.Application, settings, *, hasher=None, clock=None) -> No
             await asyncio.to_thread(sink.stop)
 
     app.cleanup_ctx.append(auth_ctx)
+    app.on_response_prepare.append(_private_when_authenticated)
     authn_routes.setup(app)
+
+
+async def _private_when_authenticated(request: web.Request, response: web.StreamResponse) -> None:
+    # A response made for one user must never be served by a shared cache to
+    # another (RFC 9111 §5.2.2.7); cookie-authenticated ones are not protected
+    # by the Authorization rule of §3.5.
+    who = request.get(keys.PRINCIPAL)
+    if who is not None and who.authenticated and "Cache-Control" not in response.headers:
+        response.headers["Cache-Control"] = "private"
 
 
 def safe_next(target: str | None) -> str:

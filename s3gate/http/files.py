@@ -59,6 +59,9 @@ async def download(request: web.Request, bucket: str, key: str) -> web.StreamRes
     if links.is_signed(request.query):
         # A gateway-signed link stands in for credentials, for this object only.
         request.app[keys.LINKS].verify(bucket, key, dict(request.query))
+        # ... as long as its signer may still read it (the auth room checks
+        # the signer's current rights and writes the audit line).
+        await access.require(request, "read", bucket, key)
         return await downloads.proxy(request, bucket, key)
     await access.require(request, "read", bucket, key)
     mode = downloads.requested_mode(request)

@@ -1,0 +1,132 @@
+"""Fixtures for the auth room: a tiny aiohttp app with the real middleware and policy.
+
+The app here has the auth middleware, the login routes and one dummy
+handler that asks ``s3gate.http.access`` before answering, so these tests
+do not depend on the storage room.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import argon2
+import pytest
+from aiohttp import web
+
+from s3gate import keys
+from s3gate import settings as settings_mod
+from s3gate.auth.config import check
+from s3gate.auth.service import AuthService
+from s3gate.errors import GatewayError
+from s3gate.http import access
+from s3gate.http.authn import setup_auth
+from s3gate.http.links import LinkSigner
+
+# Cheap argon2id for speed; one test checks the production parameters.
+FAST_HASHER = argon2.PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1, type=argon2.Type.ID)
+PASSWORD = "correct horse battery"  # >= 12 characters
+ENTRIES = web.AppKey("entries", list)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def make_settings(tmp_path: Path, **overrides):
+    overrides.setdefault("data_dir", str(tmp_path / "data"))
+    overrides.setdefault("auth", True)
+    overrides.setdefault("login_delay", 0.0)
+    return settings_mod.load(environ={}, use_file=False, **overrides)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def auth_settings(tmp_path):
+    return make_settings(tmp_path)
+
+
+@pytest.fixture
+async def service(auth_settings, clock):
+    svc = await AuthService.open(check(auth_settings), hasher=FAST_HASHER, clock=clock)
+    yield svc
+    await svc.close()
+
+
+# -- the tiny app -------------------------------------------------------------------
+@web.middleware
+async def request_id(request: web.Request, handler):
+    request[keys.REQUEST_ID] = request.headers.get("X-Request-Id", "rid-test")
+    return await handler(request)
+
+
+@web.middleware
+async def render_errors(request: web.Request, handler):
+    # Stands in for the core's error middleware: domain errors -> status + headers.
+    try:
+        return await handler(request)
+    except GatewayError as exc:
+        return web.json_response({"error": exc.code, "message": exc.message}, status=exc.status, headers=exc.headers)
+
+
+def action_for(method: str, key: str) -> str:
+    if method in ("GET", "HEAD"):
+        return "list" if key == "" or key.endswith("/") else "read"
+    return {"PUT": "write", "POST": "write", "DELETE": "delete"}[method]
+
+
+async def object_handler(request: web.Request) -> web.Response:
+    bucket, key = request.match_info["bucket"], request.match_info["path"]
+    action = action_for(request.method, key)
+    await access.require(request, action, bucket, key)
+    body = {"user": access.principal_name(request), "action": action, "bucket": bucket, "key": key}
+    if action == "list":
+        body["entries"] = [
+            e for e in request.app[ENTRIES] if e.startswith(key) and access.allowed(request, "list", bucket, e)
+        ]
+    if action == "write":
+        await request.read()
+    return web.json_response(body)
+
+
+def build_app(settings, clock=None, entries=()) -> web.Application:
+    app = web.Application(middlewares=[request_id, render_errors])
+    app[ENTRIES] = list(entries)
+    app[keys.LINKS] = LinkSigner(b"k" * 32)
+    app.router.add_route("*", "/files/{bucket}/{path:.*}", object_handler)
+    setup_auth(app, settings, hasher=FAST_HASHER, clock=clock)
+    return app
+
+
+@pytest.fixture
+def make_client(aiohttp_client, tmp_path, clock):
+    """make_client(**settings) -> (client, service): the app started, its service ready for set-up."""
+
+    async def make(entries=(), **overrides):
+        settings = make_settings(tmp_path, **overrides)
+        app = build_app(settings, clock, entries)
+        client = await aiohttp_client(app)
+        return client, app[keys.AUTH]
+
+    return make
+
+
+def basic(name: str, password: str) -> dict[str, str]:
+    import base64
+
+    return {"Authorization": "Basic " + base64.b64encode(f"{name}:{password}".encode()).decode()}
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}

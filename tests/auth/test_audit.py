@@ -1,0 +1,108 @@
+"""The audit log records who did what from where; no log anywhere holds a password, token or cookie."""
+
+import json
+import logging
+
+from s3gate.auth.rules import Rule
+from s3gate.http.authn import COOKIE
+
+from .conftest import PASSWORD, basic, bearer
+
+WRONG = "Wrong-Secret-Password-1"
+
+
+def audit_lines(tmp_path) -> list[dict]:
+    text = (tmp_path / "data" / "audit.log").read_text()
+    return [json.loads(line) for line in text.splitlines()]
+
+
+async def test_audit_trail_and_no_secret_in_any_log(make_client, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)  # everything, every logger (aiohttp.access included)
+    client, service = await make_client()
+    await service.add_user("alice", PASSWORD)
+    await service.grant("alice", Rule.parse("files/docs:read,list,write"))
+    secrets_seen = [PASSWORD, WRONG]
+
+    # A failed Basic login, then a browser login.
+    resp = await client.get("/files/files/docs/a", headers={**basic("alice", WRONG), "X-Request-Id": "rid-fail"})
+    assert resp.status == 401
+    resp = await client.post("/login", data={"username": "alice", "password": PASSWORD}, allow_redirects=False)
+    assert resp.status == 303
+    session_id = client.session.cookie_jar.filter_cookies(client.make_url("/"))[COOKIE].value
+    secrets_seen.append(session_id)
+
+    # Upload, download, a refused delete, all with the cookie.
+    assert (await client.put("/files/files/docs/a.txt", data=b"x", headers={"X-Request-Id": "rid-up"})).status == 200
+    assert (await client.get("/files/files/docs/a.txt", headers={"X-Request-Id": "rid-down"})).status == 200
+    assert (await client.delete("/files/files/docs/a.txt", headers={"X-Request-Id": "rid-del"})).status == 403
+
+    # A token: created, used, revoked, refused.
+    created = await (await client.post("/api/tokens", json={"scope": ["files/docs:read"]})).json()
+    secrets_seen.append(created["token"])
+    assert (await client.get("/files/files/docs/b.txt", headers=bearer(created["token"]))).status == 200
+    await client.delete(f"/api/tokens/{created['id']}")
+    assert (await client.get("/files/files/docs/b.txt", headers=bearer(created["token"]))).status == 401
+    # A password typed into the user-name field is not logged either.
+    resp = await client.get("/files/files/docs/a", headers=basic("my-secret-password-in-user-field", "x"))
+    assert resp.status == 401
+    secrets_seen.append("my-secret-password-in-user-field")
+
+    assert (await client.post("/logout", allow_redirects=False)).status == 303
+    await client.close()  # stops the audit listener: everything flushed
+
+    lines = audit_lines(tmp_path)
+    everything = caplog.text + "\n".join(str(r.args) for r in caplog.records) + (tmp_path / "data" / "audit.log").read_text()
+    for secret in secrets_seen:
+        assert secret not in everything, secret
+    assert "sig=" not in everything
+
+    def find(event, **match):
+        hits = [e for e in lines if e["event"] == event and all(e.get(k) == v for k, v in match.items())]
+        assert hits, (event, match, lines)
+        return hits[0]
+
+    failed = find("login_failed", user="alice")
+    assert failed["outcome"] == "failed" and failed["remote"] == "127.0.0.1" and failed["request_id"] == "rid-fail"
+    find("login", user="alice", outcome="ok")
+    up = find("upload", request_id="rid-up")
+    assert up == {**up, "user": "alice", "via": "session", "bucket": "files", "key": "docs/a.txt",
+                  "outcome": "ok", "status": 200, "remote": "127.0.0.1"}
+    find("download", request_id="rid-down", outcome="ok")
+    find("delete", request_id="rid-del", outcome="denied", status=403)
+    find("token_created", user="alice", token=created["id"])
+    find("download", via="token", token=created["id"], key="docs/b.txt")
+    find("token_revoked", token=created["id"])
+    find("token_refused", outcome="failed")
+    find("logout", user="alice")
+    unknown = [e for e in lines if e["event"] == "login_failed" and "user" not in e]
+    assert unknown, "an unknown user name is recorded without the name"
+    assert all("ts" in e for e in lines)
+
+
+async def test_audit_to_the_main_log(make_client, caplog):
+    caplog.set_level(logging.INFO, logger="s3gate.audit")
+    client, service = await make_client(audit_log="-")
+    await service.add_user("alice", PASSWORD)
+    await client.get("/files/files/a", headers=basic("alice", WRONG))
+    entries = [json.loads(r.getMessage()) for r in caplog.records if r.name == "s3gate.audit"]
+    assert any(e["event"] == "login_failed" and e["user"] == "alice" for e in entries)
+    assert WRONG not in caplog.text
+
+
+def test_unknown_fields_are_dropped_not_logged(caplog):
+    from s3gate.auth import audit
+
+    caplog.set_level(logging.INFO, logger="s3gate.audit")
+    audit.record("x", user="bob", password="hunter2hunter2")
+    entry = json.loads(caplog.records[-1].getMessage())
+    assert entry["dropped_fields"] == ["password"] and "hunter2" not in caplog.text
+
+
+async def test_lockouts_and_throttled_attempts_are_audited(make_client, caplog):
+    caplog.set_level(logging.INFO, logger="s3gate.audit")
+    client, service = await make_client(audit_log="-", login_max_failures=1)
+    await service.add_user("alice", PASSWORD)
+    assert (await client.get("/files/files/a", headers=basic("alice", WRONG))).status == 401
+    assert (await client.get("/files/files/a", headers=basic("alice", PASSWORD))).status == 429
+    events = [json.loads(r.getMessage())["event"] for r in caplog.records if r.name == "s3gate.audit"]
+    assert events[:3] == ["login_failed", "login_locked", "login_throttled"]

@@ -1,0 +1,92 @@
+"""Permission rules: deny by default, strict folder boundaries, listing walk-down, token subsets."""
+
+import pytest
+
+from s3gate.auth.rules import Rule, RuleError, grants, normalize_prefix, parse_actions, parse_target, subset
+
+
+def R(text: str) -> Rule:
+    return Rule.parse(text)
+
+
+def test_prefix_without_slash_is_a_folder():
+    assert normalize_prefix("docs") == "docs/"
+    assert normalize_prefix("/docs/") == "docs/"
+    assert normalize_prefix("") == ""
+    assert parse_target("files/docs") == ("files", "docs/")
+    assert parse_target("files") == ("files", "")
+    assert R("files/docs:read") == R("files/docs/:read")
+
+
+@pytest.mark.parametrize("bad", ["files/../x", "files/a//b", "Files", "a", "files/./x"])
+def test_bad_targets_are_refused(bad):
+    with pytest.raises(RuleError):
+        parse_target(bad)
+
+
+def test_actions_parse():
+    assert parse_actions("all") == {"read", "list", "write", "delete"}
+    assert parse_actions("read,list") == {"read", "list"}
+    assert parse_actions("rl") == {"read", "list"}
+    with pytest.raises(RuleError):
+        parse_actions("read,fly")
+    with pytest.raises(RuleError):
+        parse_actions("")
+
+
+def test_deny_by_default():
+    assert not grants([], "read", "files", "a.txt")
+    assert not grants([R("files:read")], "write", "files", "a.txt")
+    assert not grants([R("files:read")], "read", "other", "a.txt")
+
+
+@pytest.mark.parametrize(
+    "key, ok",
+    [
+        ("docs/a.txt", True),
+        ("docs/sub/b.txt", True),
+        ("docs-private/a.txt", False),
+        ("docsx", False),
+        ("docs", False),  # an object literally named "docs" is not inside the folder
+        ("other/docs/a.txt", False),
+        ("docs/../secret.txt", False),  # stores that resolve '..' would escape the folder
+        ("/docs/a.txt", False),
+    ],
+)
+def test_strict_prefix_boundary(key, ok):
+    for rule in (R("files/docs:read"), R("files/docs/:read")):
+        assert grants([rule], "read", "files", key) is ok
+
+
+def test_whole_bucket_and_every_bucket():
+    assert grants([R("files:read")], "read", "files", "any/thing")
+    assert grants([R("files:read")], "read", "files", "weird/../x")  # whole bucket: nothing to escape
+    assert grants([R("*:read")], "read", "photos", "x.jpg")
+    assert grants([R("*/pub:read")], "read", "photos", "pub/x.jpg")
+    assert not grants([R("*/pub:read")], "read", "photos", "private/x.jpg")
+
+
+def test_listing_walks_down_to_a_granted_folder():
+    rules = [R("files/docs/a:list")]
+    assert grants(rules, "list", "files", "")  # the bucket root may be opened...
+    assert grants(rules, "list", "files", "docs/")
+    assert grants(rules, "list", "files", "docs/a/")
+    assert grants(rules, "list", "files", "docs/a/deeper/")
+    assert not grants(rules, "list", "files", "docs/b/")  # ...but not a sibling
+    assert not grants(rules, "list", "files", "docs-private/")
+    assert not grants(rules, "list", "files", "docs/readme.txt")  # objects outside the grant stay hidden
+    assert grants(rules, "list", "files", "docs/a/x.txt")
+    assert not grants(rules, "list", "other", "")
+    assert not grants(rules, "read", "files", "docs/")  # walk-down is for listing only
+
+
+def test_subset_for_token_scopes():
+    owner = [R("files/docs:read,list,write"), R("photos:read")]
+    assert subset([R("files/docs/2024:read")], owner) == []
+    assert subset([R("files/docs:read,write")], owner) == []
+    assert subset([R("photos/x:read")], owner) == []
+    assert subset([R("files/docs:delete")], owner) == ["files/docs/:delete"]
+    assert subset([R("files:read")], owner) == ["files:read"]  # wider than the folder
+    assert subset([R("files/docs-private:read")], owner) == ["files/docs-private/:read"]
+    assert subset([R("*:read")], owner) == ["*:read"]
+    assert subset([R("anything:read")], [R("*:all")]) == []

@@ -1,0 +1,134 @@
+"""Brute force: growing delays and lockouts per user name and per client address, 429 with Retry-After."""
+
+import pytest
+
+from s3gate.auth.rules import Rule
+from s3gate.auth.throttle import ThrottleConfig, address_key
+
+from .conftest import PASSWORD, basic
+
+XFF = "X-Forwarded-For"
+
+
+def test_delays_grow_then_lock():
+    cfg = ThrottleConfig(delay=1.0, max_failures=6, lockout=900)
+    assert [cfg.wait(n, cfg.max_failures) for n in range(0, 8)] == [0, 1, 2, 4, 8, 16, 900, 900]
+    assert ThrottleConfig(delay=10, max_failures=100).wait(10, 100) == 60  # capped
+    assert ThrottleConfig(delay=0, max_failures=3).wait(2, 3) == 0
+
+
+def test_address_keys():
+    assert address_key("203.0.113.9") == "addr:203.0.113.9"
+    assert address_key("2001:db8::1") == address_key("2001:db8::ffff:1") == "addr:2001:db8::/64"
+    assert address_key("::ffff:203.0.113.9") == "addr:203.0.113.9"
+    assert address_key(None) == "addr:unknown"
+
+
+async def client_for(make_client, **settings):
+    settings.setdefault("trust_forwarded", True)  # lets each test pick its client address
+    client, service = await make_client(**settings)
+    await service.add_user("alice", PASSWORD)
+    await service.grant("alice", Rule.parse("files:read"))
+    return client, service
+
+
+async def get(client, name, password, addr="198.51.100.1"):
+    return await client.get("/files/files/a", headers={**basic(name, password), XFF: addr})
+
+
+async def test_growing_delays_with_retry_after(make_client, clock):
+    client, _ = await client_for(make_client, login_delay=1.0, login_max_failures=5, login_lockout=600)
+    assert (await get(client, "alice", "wrong password")).status == 401  # failure 1: wait 1 s
+    resp = await get(client, "alice", PASSWORD)
+    assert resp.status == 429 and resp.headers["Retry-After"] == "1"  # even the right password waits
+    clock.advance(1)
+    assert (await get(client, "alice", "wrong password")).status == 401  # failure 2: wait 2 s
+    resp = await get(client, "alice", "wrong password")
+    assert resp.status == 429 and resp.headers["Retry-After"] == "2"
+    clock.advance(2)
+    assert (await get(client, "alice", PASSWORD)).status == 200  # success clears the user's count
+    assert (await get(client, "alice", "wrong password")).status == 401
+    resp = await get(client, "alice", "wrong password")
+    # The user's count restarted (1 s) but the address remembers its 3rd failure (4 s).
+    assert resp.status == 429 and resp.headers["Retry-After"] == "4"
+
+
+async def test_lockout_per_user_name_from_many_addresses(make_client, clock):
+    client, _ = await client_for(make_client, login_delay=0, login_max_failures=3, login_lockout=900)
+    for i in range(3):
+        assert (await get(client, "alice", "wrong password", f"198.51.100.{i}")).status == 401
+    resp = await get(client, "alice", PASSWORD, "198.51.100.77")
+    assert resp.status == 429
+    assert resp.headers["Retry-After"] == "900"
+    clock.advance(899)
+    assert (await get(client, "alice", PASSWORD, "198.51.100.77")).status == 429
+    clock.advance(1)
+    assert (await get(client, "alice", PASSWORD, "198.51.100.77")).status == 200
+
+
+async def test_lockout_per_address_across_user_names(make_client, clock):
+    client, _ = await client_for(make_client, login_delay=0, login_max_failures=100,
+                                 login_max_failures_per_address=4, login_lockout=300)
+    for name in ("a1", "a2", "a3", "a4"):
+        assert (await get(client, name, "guess guess guess", "203.0.113.5")).status == 401
+    resp = await get(client, "alice", PASSWORD, "203.0.113.5")
+    assert resp.status == 429 and resp.headers["Retry-After"] == "300"
+    assert (await get(client, "alice", PASSWORD, "203.0.113.6")).status == 200  # others are unaffected
+
+
+async def test_unknown_names_are_throttled_like_real_ones(make_client):
+    client, _ = await client_for(make_client, login_delay=0, login_max_failures=2)
+    for name in ("alice", "nobody"):
+        for i in range(2):
+            assert (await get(client, name, "wrong password", f"192.0.2.{i}")).status == 401
+        assert (await get(client, name, "wrong password", "192.0.2.99")).status == 429
+
+
+async def test_login_form_is_throttled_too(make_client):
+    client, _ = await client_for(make_client, login_delay=0, login_max_failures=2)
+    for _ in range(2):
+        resp = await client.post("/login", data={"username": "alice", "password": "wrong password"}, headers={XFF: "192.0.2.1"})
+        assert resp.status == 401
+    resp = await client.post("/login", data={"username": "alice", "password": PASSWORD}, headers={XFF: "192.0.2.1"})
+    assert resp.status == 429 and int(resp.headers["Retry-After"]) > 0
+    assert "too many failed logins" in await resp.text()
+
+
+async def test_a_verified_client_is_not_locked_out_by_an_attacker(make_client):
+    """curl/wget sessions already proven with the right password keep working (cached, no guessing involved)."""
+    client, _ = await client_for(make_client, login_delay=0, login_max_failures=2)
+    assert (await get(client, "alice", PASSWORD, "192.0.2.10")).status == 200
+    for _ in range(2):
+        await get(client, "alice", "wrong password", "203.0.113.66")
+    assert (await get(client, "alice", "another guess", "203.0.113.66")).status == 429
+    assert (await get(client, "alice", PASSWORD, "192.0.2.10")).status == 200
+
+
+async def test_unlock(make_client):
+    client, service = await client_for(make_client, login_delay=0, login_max_failures=1, password_cache_ttl=0)
+    await get(client, "alice", "wrong password")
+    assert (await get(client, "alice", PASSWORD, "192.0.2.200")).status == 429
+    assert await service.unlock(name="alice")
+    assert (await get(client, "alice", PASSWORD, "192.0.2.200")).status == 200
+
+
+@pytest.mark.parametrize("trusted, expected", [(True, "203.0.113.7"), (False, "127.0.0.1")])
+async def test_client_address_uses_forwarded_for_only_when_trusted(make_client, trusted, expected, tmp_path):
+    client, service = await make_client(trust_forwarded=trusted, login_max_failures_per_address=1, login_max_failures=50)
+    resp = await client.get("/files/files/a", headers={**basic("x", "wrong password"), XFF: "10.9.9.9, 203.0.113.7"})
+    assert resp.status == 401
+    found = await service.store.failures([address_key(expected)])
+    assert found and found[address_key(expected)].count == 1
+
+
+async def test_a_parallel_burst_meets_the_counters(make_client):
+    """Guesses sent all at once queue for a hashing slot and meet the counters their predecessors set."""
+    import asyncio
+    import os
+
+    client, _ = await client_for(make_client, login_delay=0, login_max_failures=3)
+    answers = await asyncio.gather(*(get(client, "alice", f"guess number {i}", f"192.0.2.{i}") for i in range(20)))
+    statuses = sorted(r.status for r in answers)
+    # At most one guess per other hashing slot (one per core) was already past the check.
+    slots = os.cpu_count() or 1
+    assert statuses.count(401) <= 3 + slots - 1 and statuses.count(429) >= 20 - (3 + slots - 1), statuses
