@@ -98,4 +98,7 @@ async def app_factory() -> web.AppRunner:
         shutdown_timeout=settings.shutdown_timeout,
         access_log=logging.getLogger("s3gate.access"),
         access_log_class=AccessLogger,
+        # The request body reader's base buffer: with READ_CHUNK it bounds what
+        # every upload connection holds outside the upload budget.
+        read_bufsize=16 * 1024,
     )

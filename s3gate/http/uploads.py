@@ -28,7 +28,10 @@ from .paths import check_key, safe_join
 
 log = logging.getLogger("s3gate.upload")
 
-READ_CHUNK = 256 * 1024
+# Pieces read from a request body. aiohttp's reader keeps up to twice this
+# (plus one socket read) per connection: 64 KiB keeps that near 0.3 MiB
+# without costing throughput (measured against 256 KiB).
+READ_CHUNK = 64 * 1024
 _DISCONNECTS = (ConnectionResetError, ConnectionError, asyncio.IncompleteReadError)
 
 

@@ -42,6 +42,11 @@ def part_size_for(size_hint: int | None, part_size: int) -> int:
     return min(S3_MAX_PART, -(-needed // MiB) * MiB)
 
 
+# What an upload costs besides its part buffers (socket and parser buffers,
+# the slice in the S3 connection's send buffer), measured at ~0.5-1 MiB.
+# Charged to the budget with the first part so RSS stays within it.
+UPLOAD_OVERHEAD = 1024 * 1024
+
 GROW_EVERY = 1000  # parts of unknown-length bodies between part-size doublings
 
 
@@ -108,6 +113,7 @@ class ObjectWriter:
         self._buf: bytearray | None = None
         self._filled = 0
         self._reserved = 0  # budget held by the part being filled
+        self._overhead = 0  # budget held for the upload's own buffers
         self._sha256 = hashlib.sha256()
         self._md5 = hashlib.md5() if expect_md5 is not None else None
         self._hash_chain: asyncio.Future[None] | None = None
@@ -143,8 +149,9 @@ class ObjectWriter:
                     )
             if self._buf is None:
                 need = self._reservation()
-                await self.budget.acquire(need)
-                self._reserved = need
+                extra = 0 if self._overhead else UPLOAD_OVERHEAD
+                await self.budget.acquire(need + extra)
+                self._reserved, self._overhead = need, self._overhead + extra
                 self._buf = bytearray(need)
             n = min(len(self._buf) - self._filled, len(view))
             self._buf[self._filled : self._filled + n] = view[:n]
@@ -223,6 +230,13 @@ class ObjectWriter:
         except BaseException:
             await self.abort()
             raise
+        finally:
+            self._release_overhead()
+
+    def _release_overhead(self) -> None:
+        if self._overhead:
+            self.budget.release(self._overhead)
+            self._overhead = 0
 
     async def _finish(self) -> UploadResult:
         if self._upload_id is None:
@@ -288,6 +302,7 @@ class ObjectWriter:
         if self._reserved:
             self.budget.release(self._reserved)
             self._reserved = 0
+        self._release_overhead()
         if self._upload_id is not None:
             try:
                 await self.storage.abort_multipart(self.bucket, self.key, self._upload_id)
