@@ -108,8 +108,11 @@ class SeaweedFS:
 
     def command(self) -> list[str]:
         master, volume, filer = _low_port(), _low_port(), _low_port()
+        logs = self.data_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
         cmd = [
             weed_binary(),
+            f"-logdir={logs}",
             "mini",
             f"-dir={self.data_dir}",
             "-ip=127.0.0.1",
@@ -124,9 +127,19 @@ class SeaweedFS:
             f"-volume.port={volume}",
             f"-filer.port={filer}",
         ]
+        # Unix sockets default to /tmp/seaweedfs-*.sock: keep them with the data
+        # (when the path fits a socket address, 108 bytes).
+        for flag, name in (("-filer.localSocket", "filer.sock"), ("-s3.localSocket", "s3.sock")):
+            path = self.data_dir / name
+            if len(str(path)) < 100:
+                cmd.append(f"{flag}={path}")
         return cmd
 
     def start(self, timeout: float = 60.0) -> "SeaweedFS":
+        from .http.paths import check_bucket  # the same rules the gateway applies
+
+        for bucket in self.buckets:
+            check_bucket(bucket)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if not self.s3_port:
             self.s3_port = _low_port()

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
-from ..errors import Forbidden
+from ..errors import ConfigError, Forbidden
 
 SIG_PARAMS = ("expires", "by", "sig")
 
@@ -34,25 +34,34 @@ class LinkSigner:
 
     @classmethod
     def load_or_create(cls, path: Path) -> "LinkSigner":
+        """Read the key, or create it. Safe when several workers start at once:
+        the key is written to a private temporary file and linked into place,
+        so nobody ever reads a half-written key."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            return cls(bytes.fromhex(path.read_text().strip()))
-        except FileNotFoundError:
-            pass
-        secret = secrets.token_bytes(32)
-        # O_EXCL: when several workers start at once, one creates, the others read.
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            for _ in range(50):
+        for _ in range(3):
+            try:
                 text = path.read_text().strip()
-                if text:
+            except FileNotFoundError:
+                pass
+            else:
+                try:
                     return cls(bytes.fromhex(text))
-                time.sleep(0.01)
-            raise
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secret.hex())
-        return cls(secret)
+                except ValueError:
+                    raise ConfigError(
+                        f"link-signing key {path} is damaged; delete it to make a new one "
+                        "(links handed out so far stop working)"
+                    ) from None
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_bytes(32).hex())
+            try:
+                os.link(tmp, path)  # fails if another worker won the race: read theirs
+            except FileExistsError:
+                continue
+            finally:
+                tmp.unlink()
+        raise ConfigError(f"could not create the link-signing key {path}")
 
     def _mac(self, bucket: str, key: str, expires: int, by: str) -> str:
         msg = "\n".join(("s3gate-link-v1", bucket, key, str(expires), by)).encode()

@@ -14,6 +14,7 @@ import base64
 import binascii
 import logging
 import mimetypes
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -98,11 +99,24 @@ def expected_checksums(request: web.Request) -> dict[str, bytes]:
     return out
 
 
-def form_filename(raw: str) -> str:
-    """Undo the HTML form encoding of a filename (WHATWG: '"', CR, LF become %22, %0D, %0A).
+_FILENAME = re.compile(r'(?:^|[;\s])filename="((?:\\"|[^"])*)"', re.I)
 
-    Nothing else is decoded: a file really named 'a%20b.txt' keeps its name.
+
+def form_filename(part: BodyPartReader) -> str:
+    """The filename of a form part as the client meant it.
+
+    Browsers escape only '"', CR and LF (as %22, %0D, %0A: WHATWG's form
+    encoding) and curl only '"' (as \\"); backslashes are literal, e.g. in
+    Windows paths. aiohttp reads them as quoted-pair escapes and drops them,
+    so the quoted value is taken from the raw header. RFC 5987's filename*
+    is left to aiohttp. Nothing else is decoded: 'a%20b.txt' keeps its name.
     """
+    header = part.headers.get("Content-Disposition", "")
+    match = _FILENAME.search(header)
+    if "filename*" in header.lower() or not match:
+        raw = part.filename or ""
+    else:
+        raw = match.group(1).replace('\\"', '"')
     return raw.replace("%22", '"').replace("%0D", "\r").replace("%0A", "\n")
 
 
@@ -137,10 +151,12 @@ async def _pump(writer: ObjectWriter, pieces: AsyncIterator[bytes], registry: Up
             await writer.write(piece)
         return await writer.finish()
     except asyncio.CancelledError:
-        await writer.abort()
+        await writer.abort()  # a no-op when the object was completed meanwhile
         task = asyncio.current_task()
         if registry.shutting_down and task is not None:
             task.uncancel()
+            if writer.result is not None:
+                return writer.result  # stored just as shutdown began: say so
             raise ShuttingDown() from None
         raise
     except _DISCONNECTS:
@@ -229,7 +245,7 @@ async def receive_form(request: web.Request, bucket: str, prefix: str) -> list[U
                     continue
                 if len(stored) >= settings.max_form_files:
                     raise PayloadTooLarge(f"too many files in one request (limit {settings.max_form_files})")
-                key = safe_join(prefix, form_filename(part.filename))
+                key = safe_join(prefix, form_filename(part))
                 await access.require(request, "write", bucket, key)
                 writer = new_writer(request, bucket, key, content_type=guess_type(key, part.headers.get("Content-Type")))
                 try:

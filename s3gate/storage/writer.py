@@ -122,6 +122,7 @@ class ObjectWriter:
         self._crcs: list[str] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._done = False
+        self.result: UploadResult | None = None  # set once the object exists
 
     @property
     def upload_id(self) -> str | None:
@@ -172,6 +173,23 @@ class ObjectWriter:
             self._md5.update(data)
         return _crc32_b64(data)
 
+    async def _settle(self, coro, keep):
+        """Await an S3 call that changes state, even if we are cancelled meanwhile.
+
+        Once the request is sent, S3 may act on it: a cancelled caller still
+        waits for the answer and records it (``keep``) before re-raising, so
+        an upload created just as we were cancelled can still be aborted, and
+        an object completed just then is known to exist.
+        """
+        task = asyncio.ensure_future(coro)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await asyncio.wait([task])
+            if not task.cancelled() and task.exception() is None:
+                keep(task.result())
+            raise
+
     async def _hash_in_order(self, data: memoryview, previous: asyncio.Future[None] | None) -> str:
         if previous is not None:
             await previous
@@ -181,8 +199,11 @@ class ObjectWriter:
         data, reserved = await self._take_part()
         try:
             if self._upload_id is None:
-                self._upload_id = await self.storage.create_multipart(
-                    self.bucket, self.key, content_type=self.content_type, metadata={UPLOADER_TAG: "1"}
+                self._upload_id = await self._settle(
+                    self.storage.create_multipart(
+                        self.bucket, self.key, content_type=self.content_type, metadata={UPLOADER_TAG: "1"}
+                    ),
+                    keep=lambda upload_id: setattr(self, "_upload_id", upload_id),
                 )
                 if self.journal is not None:
                     await self.journal.started(self.bucket, self.key, self._upload_id)
@@ -244,19 +265,21 @@ class ObjectWriter:
             try:
                 crc = await self._hash_in_order(data, self._hash_chain)
                 self._verify()
-                etag = await self.storage.put(
-                    self.bucket,
-                    self.key,
-                    data,
-                    content_type=self.content_type,
-                    checksum_crc32=crc,
-                    metadata={UPLOADER_TAG: "1"},
+                result = await self._settle(
+                    self.storage.put(
+                        self.bucket,
+                        self.key,
+                        data,
+                        content_type=self.content_type,
+                        checksum_crc32=crc,
+                        metadata={UPLOADER_TAG: "1"},
+                    ),
+                    keep=lambda etag: self._completed(etag, 1),
                 )
             finally:
                 if reserved:
                     self.budget.release(reserved)
-            self._done = True
-            return UploadResult(self.bucket, self.key, self.size, etag, self._sha256.hexdigest(), 1)
+            return self._completed(result, 1)
         if self._filled:
             await self._send_part()
         elif self._reserved:
@@ -266,13 +289,22 @@ class ObjectWriter:
         while self._tasks:
             await self._wait_one()
         self._verify()
-        etag = await self.storage.complete_multipart(
-            self.bucket, self.key, self._upload_id, [e or "" for e in self._etags], self._crcs
+        etag = await self._settle(
+            self.storage.complete_multipart(
+                self.bucket, self.key, self._upload_id, [e or "" for e in self._etags], self._crcs
+            ),
+            keep=lambda etag: self._completed(etag, len(self._etags)),
         )
-        self._done = True
+        result = self._completed(etag, len(self._etags))
         if self.journal is not None:
             await self.journal.ended(self._upload_id)
-        return UploadResult(self.bucket, self.key, self.size, etag, self._sha256.hexdigest(), len(self._etags))
+        return result
+
+    def _completed(self, etag: str, parts: int) -> UploadResult:
+        """The object exists: from here on there is nothing to abort."""
+        self._done = True
+        self.result = UploadResult(self.bucket, self.key, self.size, etag, self._sha256.hexdigest(), parts)
+        return self.result
 
     def _verify(self) -> None:
         if self.size_hint is not None and self.size != self.size_hint:

@@ -1,0 +1,415 @@
+"""The gateway as production runs it: gunicorn + aiohttp's worker, and `s3gate serve` as run.sh starts it.
+
+- Memory stays bounded under concurrent uploads (the worker's VmRSS, sampled from /proc).
+- SIGTERM: uploads in flight are aborted (nothing left in S3), downloads in flight finish.
+- `s3gate serve` with the embedded SeaweedFS: up, upload, download, Ctrl-C, restart sees the data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import psutil
+import pytest
+
+from s3gate.embedded import free_port
+from tests.integration.conftest import (
+    MiB,
+    PART,
+    eventually,
+    random_bytes,
+    read_response,
+    request_head,
+    run,
+    sha256,
+    sha256_file,
+)
+
+pytestmark = pytest.mark.integration
+
+BIN = Path(sys.executable).parent  # the virtualenv's bin: gunicorn, s3gate, weed
+
+
+def child_env(**settings: str) -> dict[str, str]:
+    """The test's environment without any S3GATE_* of its own, plus these settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("S3GATE_")}
+    env.update(settings)
+    return env
+
+
+def vm_rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+@dataclass
+class Running:
+    proc: asyncio.subprocess.Process
+    port: int
+    log: Path
+    stop_signal: int = signal.SIGTERM
+    children: list[int] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def log_tail(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+
+@pytest.fixture
+async def processes():
+    """Processes a test starts; whatever is still running at the end is stopped (by pid)."""
+    started: list[Running] = []
+    yield started
+    for r in started:
+        pids = [r.pid, *r.children]
+        if r.proc.returncode is None:
+            r.proc.send_signal(r.stop_signal)
+            try:
+                await asyncio.wait_for(r.proc.wait(), 20)
+            except asyncio.TimeoutError:
+                pass
+        for pid in pids:
+            try:
+                p = psutil.Process(pid)
+                if p.status() != psutil.STATUS_ZOMBIE:
+                    p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        if r.proc.returncode is None:
+            await r.proc.wait()
+
+
+async def wait_ready(r: Running, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            if r.proc.returncode is not None:
+                raise AssertionError(f"exited with {r.proc.returncode}:\n{r.log_tail()}")
+            try:
+                async with session.get(r.url("/readyz"), timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                    if resp.status == 200:
+                        return
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                pass
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"not ready within {timeout:.0f} s:\n{r.log_tail()}")
+
+
+async def start_gunicorn(
+    processes, seaweed, tmp_path: Path, graceful_timeout: int = 30, workers: int = 1, **settings: str
+) -> Running:
+    port = free_port()
+    log = tmp_path / f"gunicorn-{port}.log"
+    env = child_env(
+        S3GATE_S3_ENDPOINT=seaweed.endpoint,
+        S3GATE_S3_ACCESS_KEY=seaweed.credentials.access_key,
+        S3GATE_S3_SECRET_KEY=seaweed.credentials.secret_key,
+        S3GATE_DATA_DIR=str(tmp_path / "gateway-data"),
+        S3GATE_AUTH="0",
+        S3GATE_GRACEFUL_TIMEOUT=str(graceful_timeout),
+        **settings,
+    )
+    with open(log, "wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            str(BIN / "gunicorn"), "s3gate.app:app_factory",
+            "--worker-class", "aiohttp.GunicornWebWorker",
+            "--bind", f"127.0.0.1:{port}",
+            "--workers", str(workers),
+            "--graceful-timeout", str(graceful_timeout),
+            "--no-control-socket",
+            cwd=tmp_path, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
+        )  # fmt: skip
+    running = Running(proc, port, log)
+    processes.append(running)
+    await wait_ready(running)
+    children = psutil.Process(proc.pid).children()
+    assert len(children) == workers, children
+    running.children = [c.pid for c in children]
+    return running
+
+
+# -- memory --------------------------------------------------------------------
+class RssSampler(threading.Thread):
+    """Samples a process's VmRSS every 50 ms in a thread (the test's loop is busy uploading)."""
+
+    def __init__(self, pid: int):
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.peak = 0
+        self.samples = 0
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            try:
+                self.peak = max(self.peak, vm_rss(self.pid))
+                self.samples += 1
+            except (OSError, RuntimeError):
+                return
+            self._halt.wait(0.05)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join()
+
+
+UPLOADS = 8
+UPLOAD_SIZE = 64 * MiB
+BUDGET = 64 * MiB
+MARGIN = 150 * MiB
+
+
+async def test_memory_stays_bounded_under_concurrent_uploads(processes, seaweed, store, bucket, tmp_path):
+    gw = await start_gunicorn(
+        processes, seaweed, tmp_path,
+        S3GATE_UPLOAD_MEMORY_BUDGET="64MiB", S3GATE_PART_SIZE="8MiB", S3GATE_PARTS_IN_FLIGHT="2",
+    )  # fmt: skip
+    worker = gw.children[0]
+    pool = [random_bytes(MiB) for _ in range(4)]
+
+    def chunk(i: int) -> bytes:
+        return pool[i % len(pool)]
+
+    expected = hashlib.sha256(b"".join(chunk(i) for i in range(UPLOAD_SIZE // MiB))).hexdigest()
+
+    async def body():
+        for i in range(UPLOAD_SIZE // MiB):
+            yield chunk(i)
+
+    async with aiohttp.ClientSession() as session:
+
+        async def put(key: str, gen) -> tuple[int, dict]:
+            async with session.put(gw.url(f"/files/{bucket}/{key}"), data=gen, headers={"Content-Length": str(UPLOAD_SIZE)}) as resp:
+                return resp.status, await resp.json()
+
+        # Warm up (S3 client, connection pool, first multipart) before taking the baseline.
+        status, info = await put("warmup.bin", body())
+        assert status == 201, info
+        await asyncio.sleep(0.3)
+        baseline = vm_rss(worker)
+
+        sampler = RssSampler(worker)
+        sampler.start()
+        t0 = time.monotonic()
+        try:
+            results = await asyncio.gather(*(put(f"crowd/{i}.bin", body()) for i in range(UPLOADS)))
+        finally:
+            sampler.stop()
+        elapsed = time.monotonic() - t0
+
+    for status, info in results:
+        assert status == 201, info
+        assert info["size"] == UPLOAD_SIZE
+        assert info["sha256"] == expected
+    for i in range(UPLOADS):
+        head = await store.head(bucket, f"crowd/{i}.bin")
+        assert head["ContentLength"] == UPLOAD_SIZE
+        assert head["ETag"].strip('"').endswith("-8")  # 8 MiB parts
+    assert await store.open_uploads(bucket) == []
+    assert sampler.samples >= 10, f"only {sampler.samples} RSS samples in {elapsed:.1f} s"
+    growth = sampler.peak - baseline
+    report = (
+        f"baseline {baseline / MiB:.0f} MiB, peak {sampler.peak / MiB:.0f} MiB (+{growth / MiB:.0f} MiB) "
+        f"for {UPLOADS} x {UPLOAD_SIZE // MiB} MiB in {elapsed:.1f} s; budget {BUDGET // MiB} MiB"
+    )
+    print(report)
+    assert sampler.peak < baseline + BUDGET + MARGIN, report
+    # Free SeaweedFS's disk for the rest of the session.
+    for i in range(UPLOADS):
+        await store.call("delete_object", Bucket=bucket, Key=f"crowd/{i}.bin")
+
+
+# -- graceful shutdown -------------------------------------------------------------
+async def test_sigterm_aborts_uploads_and_lets_downloads_finish(processes, seaweed, store, bucket, tmp_path):
+    gw = await start_gunicorn(
+        processes, seaweed, tmp_path, graceful_timeout=12,
+        S3GATE_SHUTDOWN_TIMEOUT="8", S3GATE_PART_SIZE=str(PART),
+    )  # fmt: skip
+    data = random_bytes(24 * MiB)
+    await store.put(bucket, "big/film.mkv", data)
+
+    # An upload stalled mid-way: two parts already in S3, the socket kept open.
+    key = "incoming/half.bin"
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    writer.write(request_head("PUT", f"/files/{bucket}/{key}", gw.port, {"Content-Length": str(6 * PART)}))
+    sent = random_bytes(2 * PART + PART // 2)
+    for i in range(0, len(sent), 256 * 1024):
+        writer.write(sent[i : i + 256 * 1024])
+        await writer.drain()
+
+    async def two_parts_in_s3() -> bool:
+        return await store.parts_done(bucket, key) >= 2
+
+    await eventually(two_parts_in_s3, 10, "two parts of the upload in S3")
+
+    # A download that takes ~3 s (rate-limited), under way at SIGTERM.
+    out = tmp_path / "film.mkv"
+    download = asyncio.create_task(
+        run("curl", "-sS", "--fail", "--limit-rate", "8M", "-o", out, gw.url(f"/files/{bucket}/big/film.mkv"), timeout=30)
+    )
+
+    async def download_started() -> bool:
+        return out.exists() and out.stat().st_size > 1 * MiB
+
+    await eventually(download_started, 10, "the download to start")
+    assert not download.done()
+
+    t0 = time.monotonic()
+    gw.proc.send_signal(signal.SIGTERM)
+
+    # The upload is aborted promptly: the client hears 503 (or the connection closes) ...
+    try:
+        status, _, body = await read_response(reader, timeout=10)
+    except (asyncio.IncompleteReadError, ConnectionError):
+        status, body = None, b""
+    assert status in (503, None), (status, body)
+    writer.close()
+    # ... and nothing is left in S3, without waiting for shutdown_timeout (8 s).
+    await store.assert_nothing_left(bucket, key, timeout=5)
+    aborted_after = time.monotonic() - t0
+    assert aborted_after < 4, f"upload aborted only after {aborted_after:.1f} s"
+    print(f"upload answer {status}, aborted after {aborted_after:.2f} s")
+
+    # The download in flight completes, byte for byte.
+    result = await download
+    assert result.rc == 0, result.errtext
+    assert sha256_file(out) == sha256(data)
+
+    # gunicorn exits cleanly within its graceful timeout.
+    rc = await asyncio.wait_for(gw.proc.wait(), 12 + 3)
+    elapsed = time.monotonic() - t0
+    assert rc == 0, gw.log_tail()
+    assert elapsed < 12, f"took {elapsed:.1f} s to stop"
+    assert not alive(gw.children[0])
+    assert "Traceback" not in gw.log_tail()
+
+
+# -- `s3gate serve`, as run.sh starts it ------------------------------------------------
+async def start_serve(processes, data_dir: Path, port: int, tmp_path: Path, tag: str) -> Running:
+    log = tmp_path / f"serve-{tag}.log"
+    env = child_env(
+        S3GATE_EMBEDDED_S3_PORT="0",
+        S3GATE_PORT=str(port),
+        S3GATE_DATA_DIR=str(data_dir),
+        S3GATE_AUTH="0",
+    )
+    with open(log, "wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            str(BIN / "s3gate"), "serve",
+            cwd=tmp_path, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
+        )  # fmt: skip
+    running = Running(proc, port, log, stop_signal=signal.SIGINT)  # Ctrl-C
+    processes.append(running)
+    await wait_ready(running, timeout=90)
+    running.children = [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
+    return running
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+async def stop_with_ctrl_c(r: Running) -> None:
+    # Every process that was up when the gateway became ready is still up: none crashed.
+    gone = [pid for pid in r.children if not alive(pid)]
+    assert not gone, f"{gone} exited on their own:\n{r.log_tail()}"
+    names = {pid: psutil.Process(pid).name() for pid in r.children}
+    assert any("weed" in n for n in names.values()), names
+    assert any("gunicorn" in n or "python" in n for n in names.values()), names
+    r.proc.send_signal(signal.SIGINT)
+    rc = await asyncio.wait_for(r.proc.wait(), 40)
+    assert rc == 0, r.log_tail()
+    for pid, name in names.items():
+        assert not alive(pid), f"{name} ({pid}) still running after Ctrl-C"
+    log = r.log_tail()
+    assert "Shutting down: Master" in log, log  # gunicorn's own clean exit
+    assert "embedded S3 stopped" in log, log
+    assert "Traceback" not in log, log
+
+
+async def test_s3gate_serve_as_run_sh_starts_it(processes, tmp_path):
+    data_dir = tmp_path / "data"
+    port = free_port()
+    src = tmp_path / "hello.bin"
+    src.write_bytes(random_bytes(3 * MiB))
+
+    first = await start_serve(processes, data_dir, port, tmp_path, "first")
+    up = await run("curl", "-sS", "--fail", "-T", src, first.url("/files/files/"))
+    assert up.rc == 0, up.errtext
+    assert sha256(src.read_bytes()) in up.text
+    down = await run("curl", "-sS", "--fail", first.url("/files/files/hello.bin"))
+    assert down.rc == 0 and sha256(down.out) == sha256(src.read_bytes())
+    # The seed's command works against the default bucket too.
+    link = await run("curl", first.url("/downloads3/files/hello.bin"))
+    assert link.text.startswith(first.url("/files/files/hello.bin?"))
+    await stop_with_ctrl_c(first)
+
+    # The data directory survives: a restart sees the file.
+    assert (data_dir / "embedded-s3.json").exists()
+    second = await start_serve(processes, data_dir, port, tmp_path, "second")
+    again = await run("curl", "-sS", "--fail", second.url("/files/files/hello.bin"))
+    assert again.rc == 0 and sha256(again.out) == sha256(src.read_bytes())
+    await stop_with_ctrl_c(second)
+
+
+# -- several workers starting at once ------------------------------------------------
+def _load_link_key(path: str, barrier, results) -> None:
+    from s3gate.http.links import LinkSigner
+
+    barrier.wait()
+    try:
+        signer = LinkSigner.load_or_create(Path(path))
+        results.put(("ok", signer.sign("b", "k", lifetime=60, now=1_000_000)["sig"]))
+    except Exception as exc:  # reported to the test, not swallowed
+        results.put(("crash", f"{type(exc).__name__}: {exc}"))
+
+
+def test_workers_starting_together_share_one_link_key(tmp_path):
+    """run.sh starts one worker per core on a fresh data dir; each loads or creates the
+    link-signing key at start-up. None may crash, and all must end up with the same
+    key (a link signed by one worker is checked by another)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")  # like gunicorn's workers
+    workers, rounds = 2, 40
+    outcomes: dict[str, int] = {}
+    for n in range(rounds):
+        path = tmp_path / f"data-{n}" / "link-signing.key"
+        barrier, results = ctx.Barrier(workers), ctx.Queue()
+        procs = [ctx.Process(target=_load_link_key, args=(str(path), barrier, results)) for _ in range(workers)]
+        for p in procs:
+            p.start()
+        got = [results.get(timeout=20) for _ in procs]
+        for p in procs:
+            p.join(20)
+        crashes = sorted({detail for what, detail in got if what == "crash"})
+        if crashes:
+            kind = "a worker crashed: " + "; ".join(crashes)
+        else:
+            kind = "same key" if len({sig for _, sig in got}) == 1 else "different keys"
+        outcomes[kind] = outcomes.get(kind, 0) + 1
+    assert outcomes == {"same key": rounds}, outcomes
