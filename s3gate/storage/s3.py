@@ -8,6 +8,7 @@ signing (bodies are bytes we already hash), SigV4 for presigned URLs.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import logging
@@ -17,8 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
+import aiohttp
 import botocore.exceptions
 from aiobotocore.config import AioConfig
+from aiobotocore.credentials import AioCredentials
 from aiobotocore.session import get_session
 
 from ..errors import (
@@ -33,6 +36,7 @@ from ..errors import (
 )
 from ..settings import Settings
 from .body import PartBody
+from .fast import FastS3, ResponseBody, parse_object_headers
 
 log = logging.getLogger("s3gate.storage")
 
@@ -133,9 +137,19 @@ def translate(bucket: str | None = None, key: str | None = None):
     except botocore.exceptions.BotoCoreError as exc:
         log.warning("storage failure: %s", exc)
         raise StorageError(f"storage failed ({type(exc).__name__})") from None
-    except OSError as exc:  # aiohttp connection errors surface as OSError subclasses
-        log.warning("storage connection error: %s", exc)
+    except (OSError, aiohttp.ClientError, asyncio.TimeoutError) as exc:  # the lean path's transport
+        log.warning("storage connection error: %s", type(exc).__name__)
         raise StorageUnavailable("storage unreachable") from None
+
+
+async def _credentials(session: Any, settings: Settings) -> Any:
+    """The credentials botocore would sign with (explicit keys, or its resolver chain)."""
+    if settings.s3_access_key:
+        return AioCredentials(settings.s3_access_key, settings.s3_secret_key)
+    try:
+        return await session.get_credentials()
+    except botocore.exceptions.BotoCoreError:
+        return None
 
 
 def _etag(raw: str | None) -> str:
@@ -163,10 +177,11 @@ def content_disposition(filename: str, disposition: str = "attachment") -> str:
 class Storage:
     """What the gateway needs from S3, with botocore errors translated."""
 
-    def __init__(self, settings: Settings, client: Any, signer: Any):
+    def __init__(self, settings: Settings, client: Any, signer: Any, fast: FastS3 | None = None):
         self.settings = settings
         self.client = client
         self._signer = signer
+        self.fast = fast  # the lean path for Get/Head/PutObject; None = botocore for all
         self._bucket_seen: dict[str, float] = {}
 
     @classmethod
@@ -189,7 +204,27 @@ class Storage:
                         **_client_kwargs(settings, settings.s3_public_endpoint),
                     )
                 )
-            yield cls(settings, client, signer)
+            fast = None
+            credentials = await _credentials(session, settings)
+            if settings.s3_endpoint and credentials is not None:
+                http = await stack.enter_async_context(
+                    aiohttp.ClientSession(
+                        connector=aiohttp.TCPConnector(limit=settings.s3_max_connections),
+                        timeout=aiohttp.ClientTimeout(
+                            sock_connect=min(10.0, settings.s3_timeout), sock_read=settings.s3_timeout
+                        ),
+                        auto_decompress=False,
+                        skip_auto_headers=("Content-Type", "Accept-Encoding", "User-Agent"),
+                    )
+                )
+                fast = FastS3(
+                    endpoint=settings.s3_endpoint,
+                    region=settings.s3_region,
+                    addressing=settings.s3_addressing_style,
+                    credentials=credentials,
+                    session=http,
+                )
+            yield cls(settings, client, signer, fast)
 
     # -- buckets -----------------------------------------------------------
     async def list_buckets(self) -> list[dict[str, Any]]:
@@ -232,10 +267,17 @@ class Storage:
             await self.client.list_buckets()
 
     # -- objects -----------------------------------------------------------
+    async def _head_object(self, bucket: str, key: str) -> dict[str, Any]:
+        if self.fast is None:
+            return await self.client.head_object(Bucket=bucket, Key=key)
+        resp = await self.fast.request("HEAD", bucket, key, "HeadObject")
+        resp.release()
+        return parse_object_headers(resp)
+
     async def head(self, bucket: str, key: str) -> ObjectInfo:
         with translate(bucket, key):
             try:
-                head = await self.client.head_object(Bucket=bucket, Key=key)
+                head = await self._head_object(bucket, key)
             except botocore.exceptions.ClientError as exc:
                 if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
                     # HEAD answers carry no error code: tell "no bucket" from "no key".
@@ -253,7 +295,15 @@ class Storage:
         if if_match:
             params["IfMatch"] = if_match
         with translate(bucket, key):
-            resp = await self.client.get_object(**params)
+            if self.fast is None:
+                resp = await self.client.get_object(**params)
+            else:
+                headers = {"Range": params["Range"]} if "Range" in params else {}
+                if if_match:
+                    headers["If-Match"] = if_match
+                raw = await self.fast.request("GET", bucket, key, "GetObject", headers=headers)
+                resp = parse_object_headers(raw)
+                resp["Body"] = ResponseBody(raw)
         info = _object_from_head(key, resp)
         length = int(resp.get("ContentLength", 0))
         content_range = resp.get("ContentRange")
@@ -268,6 +318,16 @@ class Storage:
         self, bucket: str, key: str, data: bytes, *, content_type: str, checksum_crc32: str, metadata: dict[str, str]
     ) -> str:
         with translate(bucket, key):
+            if self.fast is not None:
+                headers = {
+                    "Content-Type": content_type,
+                    "Content-Length": str(len(data)),
+                    "x-amz-checksum-crc32": checksum_crc32,
+                    **{f"x-amz-meta-{k}": v for k, v in metadata.items()},
+                }
+                raw = await self.fast.request("PUT", bucket, key, "PutObject", headers=headers, data=PartBody(data))
+                raw.release()
+                return _etag(raw.headers.get("ETag"))
             resp = await self.client.put_object(
                 Bucket=bucket,
                 Key=key,
