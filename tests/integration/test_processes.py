@@ -312,8 +312,8 @@ async def start_serve(processes, data_dir: Path, port: int, tmp_path: Path, tag:
         S3GATE_EMBEDDED_S3_PORT="0",
         S3GATE_PORT=str(port),
         S3GATE_DATA_DIR=str(data_dir),
-        S3GATE_AUTH="0",
     )
+    env.pop("S3GATE_AUTH", None)  # the real default: authentication on
     with open(log, "wb") as out:
         proc = await asyncio.create_subprocess_exec(
             str(BIN / "s3gate"), "serve",
@@ -358,20 +358,32 @@ async def test_s3gate_serve_as_run_sh_starts_it(processes, tmp_path):
     src.write_bytes(random_bytes(3 * MiB))
 
     first = await start_serve(processes, data_dir, port, tmp_path, "first")
-    up = await run("curl", "-sS", "--fail", "-T", src, first.url("/files/files/"))
+    # Secure by default: an admin with a random password, printed once, kept 0600.
+    secret_file = data_dir / "admin-password"
+    password = secret_file.read_text().strip()
+    assert len(password) >= 16 and oct(secret_file.stat().st_mode & 0o777) == "0o600"
+    assert password in first.log_tail()
+    anon = await run("curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", first.url("/files/files/"))
+    assert anon.text == "401"
+    user = f"admin:{password}"
+    up = await run("curl", "-sS", "--fail", "-u", user, "-T", src, first.url("/files/files/"))
     assert up.rc == 0, up.errtext
     assert sha256(src.read_bytes()) in up.text
-    down = await run("curl", "-sS", "--fail", first.url("/files/files/hello.bin"))
+    down = await run("curl", "-sS", "--fail", "-u", user, first.url("/files/files/hello.bin"))
     assert down.rc == 0 and sha256(down.out) == sha256(src.read_bytes())
-    # The seed's command works against the default bucket too.
-    link = await run("curl", first.url("/downloads3/files/hello.bin"))
+    # The seed's command works against the default bucket too; its link needs no password.
+    link = await run("curl", "-sS", "-u", user, first.url("/downloads3/files/hello.bin"))
     assert link.text.startswith(first.url("/files/files/hello.bin?"))
+    fetched = await run("curl", "-sS", "--fail", link.text.strip())
+    assert fetched.rc == 0 and sha256(fetched.out) == sha256(src.read_bytes())
     await stop_with_ctrl_c(first)
 
-    # The data directory survives: a restart sees the file.
+    # The data directory survives: a restart sees the file and the same admin,
+    # and the password is not printed again.
     assert (data_dir / "embedded-s3.json").exists()
     second = await start_serve(processes, data_dir, port, tmp_path, "second")
-    again = await run("curl", "-sS", "--fail", second.url("/files/files/hello.bin"))
+    assert password not in second.log_tail()
+    again = await run("curl", "-sS", "--fail", "-u", user, second.url("/files/files/hello.bin"))
     assert again.rc == 0 and sha256(again.out) == sha256(src.read_bytes())
     await stop_with_ctrl_c(second)
 
