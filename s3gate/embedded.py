@@ -71,7 +71,7 @@ class Credentials:
     secret_key: str
 
     @classmethod
-    def load_or_create(cls, path: Path) -> "Credentials":
+    def load_or_create(cls, path: Path) -> Credentials:
         if path.exists():
             data = json.loads(path.read_text())
             return cls(data["access_key"], data["secret_key"])
@@ -135,7 +135,7 @@ class SeaweedFS:
                 cmd.append(f"{flag}={path}")
         return cmd
 
-    def start(self, timeout: float = 60.0) -> "SeaweedFS":
+    def start(self, timeout: float = 60.0) -> SeaweedFS:
         from .http.paths import check_bucket  # the same rules the gateway applies
 
         for bucket in self.buckets:
@@ -227,7 +227,7 @@ class SeaweedFS:
             proc.kill()
             proc.wait()
 
-    def __enter__(self) -> "SeaweedFS":
+    def __enter__(self) -> SeaweedFS:
         return self.start() if self.process is None else self
 
     def __exit__(self, *exc: object) -> None:

@@ -7,12 +7,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:  # imported for typing only: keys.py must not pull in the rooms
-    from .http.links import LinkSigner
-    from .http.uploads import UploadRegistry
-    from .settings import Settings
-    from .storage.budget import MemoryBudget
-    from .storage.journal import UploadJournal
-    from .storage.s3 import Storage
+    pass
 
 SETTINGS = web.AppKey("settings", "Settings")
 STORAGE = web.AppKey("storage", "Storage")
@@ -28,8 +23,7 @@ ERROR_STYLE = web.RequestKey("error_style", str)  # "text" | "json" | "html"
 
 # -- auth room (s3gate/auth, s3gate/http/authn.py)
 if TYPE_CHECKING:
-    from .auth.config import AuthConfig
-    from .auth.service import AuthService, Principal
+    pass
 
 AUTH = web.AppKey("auth", "AuthService")  # users store + credential checks; opened in cleanup_ctx
 AUTH_CONFIG = web.AppKey("auth_config", "AuthConfig")

@@ -62,7 +62,9 @@ def is_loopback(host: str) -> bool:
 
 
 def serve(args: argparse.Namespace) -> int:
-    overrides = {k: v for k, v in (("host", args.host), ("port", args.port), ("workers", args.workers)) if v is not None}
+    overrides = {
+        k: v for k, v in (("host", args.host), ("port", args.port), ("workers", args.workers)) if v is not None
+    }
     try:
         settings = settings_mod.load(**overrides)
     except ConfigError as exc:
@@ -82,7 +84,10 @@ def serve(args: argparse.Namespace) -> int:
     if settings.embedded:
         creds = Credentials.load_or_create(data_dir / "embedded-s3.json")
         seaweed = SeaweedFS(
-            data_dir / "seaweedfs", credentials=creds, s3_port=settings.embedded_s3_port, buckets=(settings.default_bucket,)
+            data_dir / "seaweedfs",
+            credentials=creds,
+            s3_port=settings.embedded_s3_port,
+            buckets=(settings.default_bucket,),
         )
         print(f"s3gate: starting embedded SeaweedFS (data in {seaweed.data_dir}) ...", flush=True)
         try:

@@ -36,18 +36,29 @@ class Settings:
     host: str = setting("127.0.0.1", "Address to bind. Loopback unless you mean otherwise.")
     port: int = setting(5000, "TCP port to listen on.")
     workers: int = setting(0, "gunicorn worker processes; 0 = one per CPU core.")
-    data_dir: str = setting("data", "Directory for the embedded S3's data, the link-signing key and the users database.")
-    public_url: str = setting("", "Base URL clients use to reach the gateway (e.g. https://files.example.org); used in links. Empty = from the request.")
-    trust_forwarded: bool = setting(False, "Trust X-Forwarded-Proto/-Host/-For from a reverse proxy (nginx). Only enable behind one.")
+    data_dir: str = setting(
+        "data", "Directory for the embedded S3's data, the link-signing key and the users database."
+    )
+    public_url: str = setting(
+        "",
+        "Base URL clients use to reach the gateway (e.g. https://files.example.org); used in links. Empty = from the request.",
+    )
+    trust_forwarded: bool = setting(
+        False, "Trust X-Forwarded-Proto/-Host/-For from a reverse proxy (nginx). Only enable behind one."
+    )
     log_level: str = setting("info", "Log level: debug, info, warning, error.")
 
     # -- the S3 store
     s3_endpoint: str = setting("", "S3 endpoint URL. Empty = start the embedded SeaweedFS (run.sh / s3gate serve).")
     s3_region: str = setting("us-east-1", "S3 region.")
-    s3_access_key: str = setting("", "S3 access key id. Empty = botocore's usual chain (AWS_ACCESS_KEY_ID, ~/.aws, instance role).", secret=True)
+    s3_access_key: str = setting(
+        "", "S3 access key id. Empty = botocore's usual chain (AWS_ACCESS_KEY_ID, ~/.aws, instance role).", secret=True
+    )
     s3_secret_key: str = setting("", "S3 secret access key.", secret=True)
     s3_addressing_style: str = setting("path", "S3 addressing style: path or virtual (use virtual on AWS).")
-    s3_public_endpoint: str = setting("", "Endpoint clients can reach, used only to sign presigned URLs when s3_endpoint is private.")
+    s3_public_endpoint: str = setting(
+        "", "Endpoint clients can reach, used only to sign presigned URLs when s3_endpoint is private."
+    )
     s3_max_connections: int = setting(64, "Connection pool size to S3 per worker.")
     s3_timeout: float = setting(60.0, "Seconds to wait on S3 for a connection or a read before giving up (502/503).")
     default_bucket: str = setting("files", "Bucket the embedded S3 creates at first start.")
@@ -56,37 +67,84 @@ class Settings:
     embedded_s3_port: int = setting(8333, "Port of the embedded SeaweedFS S3 API (loopback); 0 = any free port.")
 
     # -- downloads
-    download_mode: str = setting("proxy", "How GET /files/... serves bytes: proxy (stream through the gateway) or redirect (302 to a presigned S3 URL). Per request: ?mode=.")
-    link_mode: str = setting("auto", "What /downloads3/ hands out: s3 (presigned S3 URL), gateway (gateway-signed link to the proxy path) or auto (s3 when s3_public_endpoint is set or the endpoint is not on loopback).")
+    download_mode: str = setting(
+        "proxy",
+        "How GET /files/... serves bytes: proxy (stream through the gateway) or redirect (302 to a presigned S3 URL). Per request: ?mode=.",
+    )
+    link_mode: str = setting(
+        "auto",
+        "What /downloads3/ hands out: s3 (presigned S3 URL), gateway (gateway-signed link to the proxy path) or auto (s3 when s3_public_endpoint is set or the endpoint is not on loopback).",
+    )
     link_expiry: int = setting(3600, "Lifetime in seconds of presigned URLs and gateway-signed links.")
     download_chunk: int = setting(1 * MiB, "Bytes per read from S3 when proxying downloads.")
 
     # -- uploads
-    part_size: int = setting(8 * MiB, "Multipart part size in bytes (minimum 5 MiB; grows automatically when Content-Length needs more than 10,000 parts).")
+    part_size: int = setting(
+        8 * MiB,
+        "Multipart part size in bytes (minimum 5 MiB; grows automatically when Content-Length needs more than 10,000 parts).",
+    )
     parts_in_flight: int = setting(2, "Parts of one upload sent to S3 concurrently.")
-    upload_memory_budget: int = setting(256 * MiB, "Bytes of upload buffers per worker. When used up, further uploads wait (TCP backpressure); they do not fail.")
+    upload_memory_budget: int = setting(
+        256 * MiB,
+        "Bytes of upload buffers per worker. When used up, further uploads wait (TCP backpressure); they do not fail.",
+    )
     max_upload_bytes: int = setting(0, "Largest accepted upload in bytes (413 above it); 0 = S3's own limit (5 TiB).")
     max_form_files: int = setting(1000, "Most files accepted in one multipart/form-data request.")
-    shutdown_timeout: float = setting(20.0, "Seconds a worker waits for in-flight downloads on shutdown; uploads are aborted at once.")
-    graceful_timeout: float = setting(30.0, "gunicorn's graceful timeout; must exceed shutdown_timeout so aborts finish.")
-    abort_stale_uploads_hours: float = setting(0.0, "If > 0, abort multipart uploads started by s3gate that are older than this many hours (checked hourly). Others' uploads are never touched.")
+    shutdown_timeout: float = setting(
+        20.0, "Seconds a worker waits for in-flight downloads on shutdown; uploads are aborted at once."
+    )
+    graceful_timeout: float = setting(
+        30.0, "gunicorn's graceful timeout; must exceed shutdown_timeout so aborts finish."
+    )
+    abort_stale_uploads_hours: float = setting(
+        0.0,
+        "If > 0, abort multipart uploads started by s3gate that are older than this many hours (checked hourly). Others' uploads are never touched.",
+    )
 
     # -- auth (owned by the auth room, s3gate/auth; checked by s3gate.auth.config.check)
-    auth: bool = setting(True, "Require credentials (users, tokens, sessions). false = anyone who can reach the port may do anything; the gateway then warns loudly at start unless it listens on loopback only.")
-    admin_password: str = setting("", "Password for the 'admin' account created at first start when there are no users. Empty = a random one, printed once and stored in <data_dir>/admin-password (mode 0600).", secret=True)
+    auth: bool = setting(
+        True,
+        "Require credentials (users, tokens, sessions). false = anyone who can reach the port may do anything; the gateway then warns loudly at start unless it listens on loopback only.",
+    )
+    admin_password: str = setting(
+        "",
+        "Password for the 'admin' account created at first start when there are no users. Empty = a random one, printed once and stored in <data_dir>/admin-password (mode 0600).",
+        secret=True,
+    )
     users_db: str = setting("users.db", "The users database: an SQLite file (a relative path is inside data_dir).")
     password_min_length: int = setting(12, "Shortest password accepted when setting one.")
-    session_ttl: int = setting(12 * 3600, "Lifetime in seconds of a browser login session; logout, a password change, disabling or deleting the user end it at once.")
-    password_cache_ttl: int = setting(60, "Seconds a worker remembers a verified Basic password (as a keyed hash in memory), so curl and wget are not slowed by argon2 on every request; 0 = verify every time. A password change or disabling the user takes effect at once regardless.")
-    login_delay: float = setting(1.0, "Seconds a user name and a client address must wait after a failed login before the next attempt is checked (429 with Retry-After); doubles with each further failure, up to 60 s. 0 = no delays (lockout still applies).")
-    login_max_failures: int = setting(10, "Failed logins for one user name within login_lockout seconds that lock that name out for login_lockout seconds.")
-    login_max_failures_per_address: int = setting(50, "Failed logins from one client address (IPv6: one /64) within login_lockout seconds that lock that address out.")
+    session_ttl: int = setting(
+        12 * 3600,
+        "Lifetime in seconds of a browser login session; logout, a password change, disabling or deleting the user end it at once.",
+    )
+    password_cache_ttl: int = setting(
+        60,
+        "Seconds a worker remembers a verified Basic password (as a keyed hash in memory), so curl and wget are not slowed by argon2 on every request; 0 = verify every time. A password change or disabling the user takes effect at once regardless.",
+    )
+    login_delay: float = setting(
+        1.0,
+        "Seconds a user name and a client address must wait after a failed login before the next attempt is checked (429 with Retry-After); doubles with each further failure, up to 60 s. 0 = no delays (lockout still applies).",
+    )
+    login_max_failures: int = setting(
+        10,
+        "Failed logins for one user name within login_lockout seconds that lock that name out for login_lockout seconds.",
+    )
+    login_max_failures_per_address: int = setting(
+        50,
+        "Failed logins from one client address (IPv6: one /64) within login_lockout seconds that lock that address out.",
+    )
     login_lockout: int = setting(900, "Lockout length in seconds; failures older than this are forgotten.")
-    public: str = setting("", "Anonymous access without credentials: BUCKET[/PREFIX]:ACTIONS rules separated by ';' (e.g. 'files/pub:read,list'). Empty = none; `s3gate users grant '*' ...` adds more at run time.")
-    audit_log: str = setting("audit.log", "Audit log (JSON lines): a file (a relative path is inside data_dir), or '-' for the main log on standard error.")
+    public: str = setting(
+        "",
+        "Anonymous access without credentials: BUCKET[/PREFIX]:ACTIONS rules separated by ';' (e.g. 'files/pub:read,list'). Empty = none; `s3gate users grant '*' ...` adds more at run time.",
+    )
+    audit_log: str = setting(
+        "audit.log",
+        "Audit log (JSON lines): a file (a relative path is inside data_dir), or '-' for the main log on standard error.",
+    )
 
     # ----------------------------------------------------------------------
-    def check(self) -> "Settings":
+    def check(self) -> Settings:
         problems = []
         if self.download_mode not in ("proxy", "redirect"):
             problems.append("download_mode must be proxy or redirect")

@@ -153,7 +153,11 @@ def cmd_list(args: argparse.Namespace) -> int:
         rows = [["NAME", "ROLE", "STATUS", "RULES"]]
         for u, rules in users:
             role = "anonymous" if u.name == ANONYMOUS else ("admin" if u.admin else "user")
-            status = "disabled" if u.disabled else ("-" if u.name == ANONYMOUS else ("active" if u.password_hash else "no password"))
+            status = (
+                "disabled"
+                if u.disabled
+                else ("-" if u.name == ANONYMOUS else ("active" if u.password_hash else "no password"))
+            )
             rows.append([u.name, role, status, " ".join(str(r) for r in rules) or ("everything" if u.admin else "-")])
         for rule in service.config.public:
             rows.append(["(setting)", "anonymous", "-", str(rule)])
@@ -180,7 +184,10 @@ def _cmd_flag(disabled: bool) -> Callable[[argparse.Namespace], int]:
         async def work(service: AuthService) -> int:
             ended = await service.set_disabled(args.name, disabled)
             _record("user_disabled" if disabled else "user_enabled", target=args.name)
-            print(f"{args.name} {'disabled' if disabled else 'enabled'}" + (f"; {ended} session(s) ended" if disabled else ""))
+            print(
+                f"{args.name} {'disabled' if disabled else 'enabled'}"
+                + (f"; {ended} session(s) ended" if disabled else "")
+            )
             return 0
 
         return _run(work)
@@ -330,8 +337,17 @@ def cmd_token_list(args: argparse.Namespace) -> int:
         rows = [["ID", "USER", "STATE", "EXPIRES", "LAST USED", "SCOPE", "LABEL"]]
         for t in tokens:
             scope = " ".join(str(r) for r in t.scope) if t.scope is not None else "(full)"
-            rows.append([t.id, t.owner, t.state(now), _ts(t.expires_at) if t.expires_at else "never",
-                         _ts(t.last_used_at), scope, t.label or "-"])
+            rows.append(
+                [
+                    t.id,
+                    t.owner,
+                    t.state(now),
+                    _ts(t.expires_at) if t.expires_at else "never",
+                    _ts(t.last_used_at),
+                    scope,
+                    t.label or "-",
+                ]
+            )
         print(_table(rows) if len(rows) > 1 else "no tokens")
         return 0
 
@@ -352,7 +368,9 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
 # -- wiring -----------------------------------------------------------------------
 def _password_options(p: argparse.ArgumentParser, *, allow_none: bool) -> None:
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--password-stdin", action="store_true", help="read the password as one line from standard input")
+    group.add_argument(
+        "--password-stdin", action="store_true", help="read the password as one line from standard input"
+    )
     if allow_none:
         group.add_argument("--no-password", action="store_true", help="no password: the user can only use API tokens")
 
@@ -376,7 +394,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "docs-private/. BUCKET * means every bucket. User '*' is everyone, without credentials.",
         epilog="examples:\n  s3gate users add alice\n  s3gate users grant alice files/docs read,list,write\n"
         "  s3gate users grant '*' files/public read,list\n  s3gate users revoke alice files/docs write\n"
-        "  echo \"$PASSWORD\" | s3gate users passwd alice --password-stdin",
+        '  echo "$PASSWORD" | s3gate users passwd alice --password-stdin',
     )
     users.set_defaults(func=_help(users))
     sub = users.add_subparsers(dest="users_command", metavar="COMMAND")
@@ -451,7 +469,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("user")
     p.add_argument("--expires", help="lifetime: 3600, 90m, 12h, 30d, 1y (default: never)")
     p.add_argument(
-        "--scope", action="append", metavar="BUCKET[/PREFIX]:ACTIONS",
+        "--scope",
+        action="append",
+        metavar="BUCKET[/PREFIX]:ACTIONS",
         help="limit the token to this (repeatable); must be within the user's rights",
     )
     p.add_argument("--label", default="", help="a note to recognise the token by")
@@ -466,4 +486,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = tsub.add_parser("revoke", help="revoke tokens by id (effective at once)")
     p.add_argument("ids", nargs="+", metavar="ID")
     p.set_defaults(func=cmd_token_revoke)
-

@@ -27,7 +27,9 @@ class PasswordRejected(ValueError):
 
 
 class Passwords:
-    def __init__(self, min_length: int = 12, hasher: argon2.PasswordHasher | None = None, concurrency: int | None = None):
+    def __init__(
+        self, min_length: int = 12, hasher: argon2.PasswordHasher | None = None, concurrency: int | None = None
+    ):
         # argon2.Type.ID is the default type; spelled out because it is the point.
         self.hasher = hasher or argon2.PasswordHasher(type=argon2.Type.ID)
         self.min_length = min_length

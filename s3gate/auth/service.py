@@ -62,7 +62,7 @@ class Principal:
         return all(grants(scope, action, bucket, key) for scope in self.scopes)
 
     def narrowed(self, scope: Iterable[Rule], via: str | None = None) -> Principal:
-        return replace(self, scopes=self.scopes + (tuple(scope),), via=via or self.via)
+        return replace(self, scopes=(*self.scopes, tuple(scope)), via=via or self.via)
 
 
 ANONYMOUS_PRINCIPAL = Principal(None, "anonymous")
@@ -247,8 +247,13 @@ class AuthService:
             try:
                 await self.throttle.check(name, remote)
             except TooManyRequests:
-                audit.record("login_throttled", user=user.name if user else None, remote=remote,
-                             request_id=request_id, outcome="locked")
+                audit.record(
+                    "login_throttled",
+                    user=user.name if user else None,
+                    remote=remote,
+                    request_id=request_id,
+                    outcome="locked",
+                )
                 raise
             ok = await self.passwords.verify_in_slot(stored, password)
             failed = not ok or user is None or user.disabled
@@ -263,8 +268,13 @@ class AuthService:
                 reason="disabled" if (ok and user is not None) else "bad credentials",
             )
             if wait >= self.config.throttle.lockout:
-                audit.record("login_locked", user=user.name if user else None, remote=remote,
-                             request_id=request_id, outcome="locked")
+                audit.record(
+                    "login_locked",
+                    user=user.name if user else None,
+                    remote=remote,
+                    request_id=request_id,
+                    outcome="locked",
+                )
             raise InvalidCredentials()
         await self.throttle.succeeded(name)
         if self.passwords.needs_rehash(stored or ""):

@@ -25,9 +25,7 @@ from .store import ANONYMOUS, DuplicateUser, Failures, Session, Store, Token, Us
 T = TypeVar("T")
 
 _USER_COLS = "id, name, password_hash, is_admin, disabled, created_at, password_changed_at"
-_TOKEN_COLS = (
-    "t.id, t.user_id, u.name, t.label, t.created_at, t.expires_at, t.last_used_at, t.revoked_at, t.scoped"
-)
+_TOKEN_COLS = "t.id, t.user_id, u.name, t.label, t.created_at, t.expires_at, t.last_used_at, t.revoked_at, t.scoped"
 
 
 def _actions(text: str) -> frozenset[str]:
@@ -226,8 +224,8 @@ class SQLiteStore(Store):
 
         return await self._call(run)
 
-    async def revoke(self, user_id: int, rule: Rule) -> Rule | None | bool:
-        def run() -> Rule | None | bool:
+    async def revoke(self, user_id: int, rule: Rule) -> Rule | bool | None:
+        def run() -> Rule | bool | None:
             with _tx(self.db):
                 row = self.db.execute(
                     "SELECT id, actions FROM rules WHERE user_id = ? AND bucket = ? AND prefix = ?",
@@ -251,8 +249,15 @@ class SQLiteStore(Store):
                 self.db.execute(
                     "INSERT INTO tokens (id, token_hash, user_id, label, created_at, expires_at, scoped) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (token.id, digest, token.user_id, token.label, token.created_at, token.expires_at,
-                     int(token.scope is not None)),
+                    (
+                        token.id,
+                        digest,
+                        token.user_id,
+                        token.label,
+                        token.created_at,
+                        token.expires_at,
+                        int(token.scope is not None),
+                    ),
                 )
                 for r in token.scope or ():
                     self.db.execute(

@@ -131,7 +131,7 @@ class Store(abc.ABC):
         """Add the rule's actions to the user's rule for (bucket, prefix); return the merged rule."""
 
     @abc.abstractmethod
-    async def revoke(self, user_id: int, rule: Rule) -> Rule | None | bool:
+    async def revoke(self, user_id: int, rule: Rule) -> Rule | bool | None:
         """Remove the actions; return what is left (None if nothing), False if there was no such rule."""
 
     # -- tokens

@@ -174,7 +174,9 @@ async def authenticate(request: web.Request, service: AuthService, remote: str |
                 return await service.authenticate_password(name, password, remote, request_id=rid), True
             except Unauthorized as exc:
                 if isinstance(exc, InvalidToken):
-                    audit.record("token_refused", remote=remote, outcome="failed", request_id=request.get(keys.REQUEST_ID))
+                    audit.record(
+                        "token_refused", remote=remote, outcome="failed", request_id=request.get(keys.REQUEST_ID)
+                    )
                 raise Unauthorized(exc.message, headers=BASIC_CHALLENGE) from None
         if scheme == "bearer":
             token = value.strip()
@@ -236,8 +238,13 @@ async def authn_middleware(request: web.Request, handler):
         reason = csrf.refusal(request.method, request.headers, own_hosts(request))
         if reason:
             audit.record(
-                "csrf_refused", user=who.name, via=who.via, remote=remote,
-                request_id=request.get(keys.REQUEST_ID), outcome="denied", reason=reason,
+                "csrf_refused",
+                user=who.name,
+                via=who.via,
+                remote=remote,
+                request_id=request.get(keys.REQUEST_ID),
+                outcome="denied",
+                reason=reason,
             )
             raise Forbidden(reason)
     status = 500
@@ -313,4 +320,3 @@ def safe_next(target: str | None) -> str:
     if parts.scheme or parts.netloc:
         return "/"
     return target
-

@@ -67,8 +67,13 @@ async def _read_body(request: web.Request) -> tuple[dict[str, str], bool]:
 def _check_origin(request: web.Request) -> None:
     reason = csrf.refusal(request.method, request.headers, own_hosts(request))
     if reason:
-        audit.record("csrf_refused", remote=client_address(request), request_id=request.get(keys.REQUEST_ID),
-                     outcome="denied", reason=reason)
+        audit.record(
+            "csrf_refused",
+            remote=client_address(request),
+            request_id=request.get(keys.REQUEST_ID),
+            outcome="denied",
+            reason=reason,
+        )
         raise Forbidden(reason)
 
 
@@ -116,7 +121,9 @@ def _page(body: str, status: int = 200, headers: dict[str, str] | None = None) -
     resp = web.Response(status=status, text=_PAGE.format(body=body), content_type="text/html", headers=headers)
     resp.headers["Cache-Control"] = "no-store"
     resp.headers["X-Frame-Options"] = "DENY"  # no clickjacking of the form
-    resp.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"
+    resp.headers["Content-Security-Policy"] = (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"
+    )
     return resp
 
 
@@ -152,7 +159,9 @@ async def login(request: web.Request) -> web.Response:
     if previous:
         await service.end_session(previous)  # one login, one session: no fixation, no orphans
     session_id, expires = await service.start_session(who, remote)
-    audit.record("login", user=who.name, via="session", remote=remote, request_id=request.get(keys.REQUEST_ID), outcome="ok")
+    audit.record(
+        "login", user=who.name, via="session", remote=remote, request_id=request.get(keys.REQUEST_ID), outcome="ok"
+    )
     if as_json:
         resp: web.Response = web.json_response({"user": who.name, "admin": who.admin, "expires": _iso(expires)})
     else:
@@ -177,8 +186,14 @@ async def logout(request: web.Request) -> web.Response:
     session_id = request.cookies.get(COOKIE, "")
     ended = await service.end_session(session_id) if session_id else False
     if ended:
-        audit.record("logout", user=who.name, via="session", remote=client_address(request),
-                     request_id=request.get(keys.REQUEST_ID), outcome="ok")
+        audit.record(
+            "logout",
+            user=who.name,
+            via="session",
+            remote=client_address(request),
+            request_id=request.get(keys.REQUEST_ID),
+            outcome="ok",
+        )
     if _wants_json(request):
         resp: web.Response = web.json_response({"logged_out": ended})
     else:
@@ -242,7 +257,7 @@ async def create_token(request: web.Request) -> web.Response:
     who = _account(request)
     service = request.app[keys.AUTH]
     if request.content_type != "application/json":
-        raise BadRequest("send a JSON object: {\"expires\": \"30d\", \"scope\": [\"BUCKET/PREFIX:read,list\"], \"label\": \"...\"}")
+        raise BadRequest('send a JSON object: {"expires": "30d", "scope": ["BUCKET/PREFIX:read,list"], "label": "..."}')
     body, _ = await _read_body(request)
     owner = str(body.get("user") or who.name)
     if owner != who.name and not who.admin:
@@ -255,10 +270,20 @@ async def create_token(request: web.Request) -> web.Response:
         raise BadRequest(str(exc)) from None
     if scope is not None and not isinstance(scope, list):
         raise BadRequest("scope must be a list of 'BUCKET[/PREFIX]:ACTIONS' strings")
-    secret, token = await service.create_token(owner, expires_in=expires_in, scope=rules, label=str(body.get("label") or ""))
-    audit.record("token_created", user=who.name, via=who.via, token=token.id, target=owner,
-                 detail=",".join(str(r) for r in token.scope) if token.scope else "full rights",
-                 remote=client_address(request), request_id=request.get(keys.REQUEST_ID), outcome="ok")
+    secret, token = await service.create_token(
+        owner, expires_in=expires_in, scope=rules, label=str(body.get("label") or "")
+    )
+    audit.record(
+        "token_created",
+        user=who.name,
+        via=who.via,
+        token=token.id,
+        target=owner,
+        detail=",".join(str(r) for r in token.scope) if token.scope else "full rights",
+        remote=client_address(request),
+        request_id=request.get(keys.REQUEST_ID),
+        outcome="ok",
+    )
     body = _token_json(token, service.clock())
     body["token"] = secret  # shown this once; only its hash is kept
     return web.json_response(body, status=201, headers={"Cache-Control": "no-store"})
@@ -268,8 +293,16 @@ async def revoke_token(request: web.Request) -> web.Response:
     who = _account(request)
     service = request.app[keys.AUTH]
     token = await service.revoke_token(request.match_info["token_id"], owner_id=None if who.admin else who.user_id)
-    audit.record("token_revoked", user=who.name, via=who.via, token=token.id, target=token.owner,
-                 remote=client_address(request), request_id=request.get(keys.REQUEST_ID), outcome="ok")
+    audit.record(
+        "token_revoked",
+        user=who.name,
+        via=who.via,
+        token=token.id,
+        target=token.owner,
+        remote=client_address(request),
+        request_id=request.get(keys.REQUEST_ID),
+        outcome="ok",
+    )
     return web.json_response({"revoked": token.id})
 
 

@@ -30,7 +30,7 @@ PASSED_HEADERS = ("Range", "If-Range", "If-None-Match", "If-Modified-Since", "If
 
 # -- validators (RFC 9110 §13) ---------------------------------------------
 def http_date(value: dt.datetime) -> str:
-    return email.utils.format_datetime(value.astimezone(dt.timezone.utc), usegmt=True)
+    return email.utils.format_datetime(value.astimezone(dt.UTC), usegmt=True)
 
 
 def parse_http_date(value: str | None) -> dt.datetime | None:
@@ -43,7 +43,7 @@ def parse_http_date(value: str | None) -> dt.datetime | None:
     if parsed is None:
         return None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.timezone.utc)
+        parsed = parsed.replace(tzinfo=dt.UTC)
     return parsed
 
 

@@ -9,9 +9,9 @@ from aiohttp import web
 from .. import keys
 from ..errors import MethodNotAllowed
 from ..storage.writer import UploadResult
-from .responses import json_response
-from . import access, downloads, listing, links, uploads
+from . import access, downloads, links, listing, uploads
 from .paths import check_bucket, check_key, check_prefix
+from .responses import json_response
 
 
 def result_json(r: UploadResult) -> dict[str, Any]:
@@ -80,9 +80,7 @@ async def put_object(request: web.Request, bucket: str, key: str) -> web.Respons
     await uploads.send_continue(request)
     result = await uploads.receive_body(request, bucket, key)
     body = result_json(result)
-    return json_response(
-        body, status=201, headers={**result_headers(result), "Location": f"/files/{bucket}/{key}"}
-    )
+    return json_response(body, status=201, headers={**result_headers(result), "Location": f"/files/{bucket}/{key}"})
 
 
 async def post_form(request: web.Request, bucket: str, prefix: str) -> web.Response:

@@ -33,7 +33,7 @@ class LinkSigner:
         self._secret = secret
 
     @classmethod
-    def load_or_create(cls, path: Path) -> "LinkSigner":
+    def load_or_create(cls, path: Path) -> LinkSigner:
         """Read the key, or create it. Safe when several workers start at once:
         the key is written to a private temporary file and linked into place,
         so nobody ever reads a half-written key."""

@@ -13,8 +13,8 @@ from aiohttp import web
 from .. import keys
 from ..errors import BadRequest
 from ..storage.s3 import ObjectInfo
-from .responses import json_response
 from . import access
+from .responses import json_response
 
 MAX_LIMIT = 1000  # S3's own page size
 

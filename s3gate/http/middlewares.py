@@ -71,7 +71,14 @@ async def error_middleware(request: web.Request, handler):
         return await handler(request)
     except GatewayError as exc:
         if exc.status >= 500:
-            log.warning("%s %s -> %s %s [%s]", request.method, request.path, exc.status, exc.message, request.get(keys.REQUEST_ID))
+            log.warning(
+                "%s %s -> %s %s [%s]",
+                request.method,
+                request.path,
+                exc.status,
+                exc.message,
+                request.get(keys.REQUEST_ID),
+            )
         return render_error(request, exc.status, exc.code, exc.message, exc.headers)
     except web.HTTPException as exc:
         if exc.status < 400:

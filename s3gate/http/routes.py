@@ -8,8 +8,8 @@ from aiohttp import web
 
 from .. import keys
 from ..errors import StorageUnavailable
-from .responses import json_response
 from . import files, seed
+from .responses import json_response
 from .uploads import defer_continue
 
 
@@ -20,7 +20,7 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     try:
         await asyncio.wait_for(request.app[keys.STORAGE].ping(), timeout=5)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise StorageUnavailable("storage did not answer within 5 s") from None
     return json_response({"status": "ready"})
 

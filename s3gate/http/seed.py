@@ -1,9 +1,9 @@
 """The seed's four routes, answering as the Flask script did: text lines, JSON listing.
 
-    curl http://HOST:5000/downloads3/BUCKET/KEY        -> prints a download URL (and 302s to it)
-    curl -F 'file=@/path/to/file' http://HOST:5000/uploads3/BUCKET
-    curl http://HOST:5000/listfiles/BUCKET/
-    curl http://HOST:5000/deletefile/BUCKET/KEY        (GET, as the seed; DELETE too)
+curl http://HOST:5000/downloads3/BUCKET/KEY        -> prints a download URL (and 302s to it)
+curl -F 'file=@/path/to/file' http://HOST:5000/uploads3/BUCKET
+curl http://HOST:5000/listfiles/BUCKET/
+curl http://HOST:5000/deletefile/BUCKET/KEY        (GET, as the seed; DELETE too)
 """
 
 from __future__ import annotations

@@ -247,7 +247,9 @@ async def receive_form(request: web.Request, bucket: str, prefix: str) -> list[U
                     raise PayloadTooLarge(f"too many files in one request (limit {settings.max_form_files})")
                 key = safe_join(prefix, form_filename(part))
                 await access.require(request, "write", bucket, key)
-                writer = new_writer(request, bucket, key, content_type=guess_type(key, part.headers.get("Content-Type")))
+                writer = new_writer(
+                    request, bucket, key, content_type=guess_type(key, part.headers.get("Content-Type"))
+                )
                 try:
                     stored.append(await _pump(writer, _part_pieces(part), registry))
                 except (ValueError, AssertionError, RuntimeError) as exc:

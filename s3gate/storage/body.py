@@ -24,7 +24,7 @@ SLICE = 256 * 1024
 class PartBody:
     """A part for botocore: sized, file-like enough to pass its validation and retries."""
 
-    __slots__ = ("data", "_pos")
+    __slots__ = ("_pos", "data")
 
     def __init__(self, data: bytes | memoryview):
         self.data = data

@@ -34,7 +34,9 @@ _RETRY_STATUS = (500, 502, 503, 504)
 
 
 class FastS3:
-    def __init__(self, *, endpoint: str, region: str, addressing: str, credentials: Any, session: aiohttp.ClientSession):
+    def __init__(
+        self, *, endpoint: str, region: str, addressing: str, credentials: Any, session: aiohttp.ClientSession
+    ):
         url = URL(endpoint)
         self.scheme = url.scheme
         self.authority = url.raw_authority  # host[:port] exactly as sent in Host
@@ -63,7 +65,7 @@ class FastS3:
 
     async def _signed(self, method: str, host: str, path: str, headers: dict[str, str]) -> dict[str, str]:
         creds = await self._credentials.get_frozen_credentials()
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         amz_date = now.strftime("%Y%m%dT%H%M%SZ")
         date = amz_date[:8]
         signed = {"host": host, "x-amz-content-sha256": UNSIGNED, "x-amz-date": amz_date}
@@ -95,7 +97,14 @@ class FastS3:
         return out
 
     async def request(
-        self, method: str, bucket: str, key: str, operation: str, *, headers: dict[str, str] | None = None, data: Any = None
+        self,
+        method: str,
+        bucket: str,
+        key: str,
+        operation: str,
+        *,
+        headers: dict[str, str] | None = None,
+        data: Any = None,
     ) -> aiohttp.ClientResponse:
         """Send one signed request; S3 errors come back as botocore ClientErrors
         (so storage.s3.translate maps them like every other call). One retry on
@@ -138,9 +147,7 @@ def parse_object_headers(resp: aiohttp.ClientResponse) -> dict[str, Any]:
         "Metadata": {k[11:].lower(): v for k, v in h.items() if k.lower().startswith("x-amz-meta-")},
     }
     modified = h.get("Last-Modified")
-    out["LastModified"] = (
-        email.utils.parsedate_to_datetime(modified) if modified else dt.datetime.now(dt.timezone.utc)
-    )
+    out["LastModified"] = email.utils.parsedate_to_datetime(modified) if modified else dt.datetime.now(dt.UTC)
     if "Content-Range" in h:
         out["ContentRange"] = h["Content-Range"]
     return out
@@ -152,7 +159,7 @@ class ResponseBody:
     def __init__(self, resp: aiohttp.ClientResponse):
         self._resp = resp
 
-    async def __aenter__(self) -> "ResponseBody":
+    async def __aenter__(self) -> ResponseBody:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -8,7 +8,6 @@ signing (bodies are bytes we already hash), SigV4 for presigned URLs.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import logging
@@ -137,7 +136,7 @@ def translate(bucket: str | None = None, key: str | None = None):
     except botocore.exceptions.BotoCoreError as exc:
         log.warning("storage failure: %s", exc)
         raise StorageError(f"storage failed ({type(exc).__name__})") from None
-    except (OSError, aiohttp.ClientError, asyncio.TimeoutError) as exc:  # the lean path's transport
+    except (TimeoutError, OSError, aiohttp.ClientError) as exc:  # the lean path's transport
         log.warning("storage connection error: %s", type(exc).__name__)
         raise StorageUnavailable("storage unreachable") from None
 
@@ -186,7 +185,7 @@ class Storage:
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def open(cls, settings: Settings) -> AsyncIterator["Storage"]:
+    async def open(cls, settings: Settings) -> AsyncIterator[Storage]:
         session = get_session()
         config = _client_config(settings, max_connections=settings.s3_max_connections)
         async with contextlib.AsyncExitStack() as stack:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..errors import ChecksumMismatch, PayloadTooLarge
-from ..settings import S3_MAX_PARTS, S3_MAX_PART, MiB
+from ..settings import S3_MAX_PART, S3_MAX_PARTS, MiB
 from .budget import MemoryBudget
 from .s3 import UPLOADER_TAG, Storage
 
@@ -221,7 +221,12 @@ class ObjectWriter:
         self._tasks.add(task)
 
     async def _part_job(
-        self, number: int, data: memoryview, reserved: int, previous: asyncio.Future[None] | None, hashed: asyncio.Future[None]
+        self,
+        number: int,
+        data: memoryview,
+        reserved: int,
+        previous: asyncio.Future[None] | None,
+        hashed: asyncio.Future[None],
     ) -> None:
         try:
             try:

@@ -99,7 +99,7 @@ async def run(
     )
     try:
         out, err = await asyncio.wait_for(proc.communicate(input), timeout)
-    except (asyncio.TimeoutError, asyncio.CancelledError):
+    except (TimeoutError, asyncio.CancelledError):
         proc.kill()
         await proc.wait()
         raise

@@ -17,8 +17,8 @@ import pytest
 
 from s3gate import keys
 from tests.integration.conftest import (
-    MiB,
     PART,
+    MiB,
     curl,
     eventually,
     form_body,

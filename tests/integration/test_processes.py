@@ -23,8 +23,8 @@ import pytest
 
 from s3gate.embedded import free_port
 from tests.integration.conftest import (
-    MiB,
     PART,
+    MiB,
     eventually,
     random_bytes,
     read_response,
@@ -87,7 +87,7 @@ async def processes():
             r.proc.send_signal(r.stop_signal)
             try:
                 await asyncio.wait_for(r.proc.wait(), 20)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         for pid in pids:
             try:
@@ -110,7 +110,7 @@ async def wait_ready(r: Running, timeout: float = 60) -> None:
                 async with session.get(r.url("/readyz"), timeout=aiohttp.ClientTimeout(total=2)) as resp:
                     if resp.status == 200:
                         return
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 pass
             await asyncio.sleep(0.1)
     raise AssertionError(f"not ready within {timeout:.0f} s:\n{r.log_tail()}")
