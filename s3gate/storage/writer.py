@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import base64
 import hashlib
 import logging
@@ -114,6 +115,7 @@ class ObjectWriter:
         self._filled = 0
         self._reserved = 0  # budget held by the part being filled
         self._overhead = 0  # budget held for the upload's own buffers
+        self._spares: list[tuple[bytearray, int]] = []  # sent parts' buffers, still reserved
         self._sha256 = hashlib.sha256()
         self._md5 = hashlib.md5() if expect_md5 is not None else None
         self._hash_chain: asyncio.Future[None] | None = None
@@ -149,16 +151,38 @@ class ObjectWriter:
                         len(self._etags) + 1, self.base_part_size, self.max_part_size
                     )
             if self._buf is None:
-                need = self._reservation()
-                extra = 0 if self._overhead else UPLOAD_OVERHEAD
-                await self.budget.acquire(need + extra)
-                self._reserved, self._overhead = need, self._overhead + extra
-                self._buf = bytearray(need)
+                await self._new_buffer()
             n = min(len(self._buf) - self._filled, len(view))
             self._buf[self._filled : self._filled + n] = view[:n]
             self._filled += n
             self.size += n
             view = view[n:]
+
+    async def _new_buffer(self) -> None:
+        need = self._reservation()
+        while self._spares:
+            spare, reserved = self._spares.pop()
+            if len(spare) == need:
+                # A sent part's buffer, still reserved: reusing it spares the
+                # kernel zeroing and faulting in a fresh 8+ MiB for every part.
+                self._buf, self._reserved = spare, reserved
+                return
+            self.budget.release(reserved)  # the part size changed: drop it
+        extra = 0 if self._overhead else UPLOAD_OVERHEAD
+        await self.budget.acquire(need + extra)
+        self._reserved, self._overhead = need, self._overhead + extra
+        self._buf = bytearray(need)
+
+    def _recycle(self, buf: bytearray | None, reserved: int) -> None:
+        """A part was sent: keep its buffer (and reservation) for the next part."""
+        if buf is not None and not self._done:
+            self._spares.append((buf, reserved))
+        elif reserved:
+            self.budget.release(reserved)
+
+    def _release_spares(self) -> None:
+        while self._spares:
+            self.budget.release(self._spares.pop()[1])
 
     async def _take_part(self) -> tuple[memoryview, int]:
         buf, filled = self._buf, self._filled
@@ -228,6 +252,7 @@ class ObjectWriter:
         previous: asyncio.Future[None] | None,
         hashed: asyncio.Future[None],
     ) -> None:
+        sent = False
         try:
             try:
                 crc = await self._hash_in_order(data, previous)
@@ -239,9 +264,12 @@ class ObjectWriter:
             self._etags[number - 1] = await self.storage.upload_part(
                 self.bucket, self.key, self._upload_id, number, data, crc
             )
+            sent = True
         finally:
-            del data
-            self.budget.release(reserved)
+            buf = data.obj if sent and isinstance(data.obj, bytearray) else None
+            with contextlib.suppress(BufferError):  # a view still held elsewhere
+                data.release()
+            self._recycle(buf, reserved)
 
     async def _wait_one(self) -> None:
         done, _ = await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -260,6 +288,7 @@ class ObjectWriter:
             self._release_overhead()
 
     def _release_overhead(self) -> None:
+        self._release_spares()
         if self._overhead:
             self.budget.release(self._overhead)
             self._overhead = 0
