@@ -16,8 +16,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import base64
+import contextlib
 import hashlib
 import logging
 import zlib
@@ -116,6 +116,7 @@ class ObjectWriter:
         self._reserved = 0  # budget held by the part being filled
         self._overhead = 0  # budget held for the upload's own buffers
         self._spares: list[tuple[bytearray, int]] = []  # sent parts' buffers, still reserved
+        self._spare_ready: asyncio.Future[None] | None = None
         self._sha256 = hashlib.sha256()
         self._md5 = hashlib.md5() if expect_md5 is not None else None
         self._hash_chain: asyncio.Future[None] | None = None
@@ -160,23 +161,40 @@ class ObjectWriter:
 
     async def _new_buffer(self) -> None:
         need = self._reservation()
-        while self._spares:
-            spare, reserved = self._spares.pop()
-            if len(spare) == need:
-                # A sent part's buffer, still reserved: reusing it spares the
-                # kernel zeroing and faulting in a fresh 8+ MiB for every part.
-                self._buf, self._reserved = spare, reserved
+        while True:
+            while self._spares:
+                spare, reserved = self._spares.pop()
+                if len(spare) == need:
+                    # A sent part's buffer, still reserved: reusing it spares the
+                    # kernel zeroing and faulting in a fresh 8+ MiB for every part.
+                    self._buf, self._reserved = spare, reserved
+                    return
+                self.budget.release(reserved)  # the part size changed: drop it
+            extra = 0 if self._overhead else UPLOAD_OVERHEAD
+            # Wait for budget, or for one of our own parts to come back: the
+            # spare it leaves is ours already (waiting only on the budget
+            # while holding spares would deadlock a crowd of uploads).
+            self._spare_ready = asyncio.get_running_loop().create_future()
+            grant = asyncio.ensure_future(self.budget.acquire(need + extra))
+            try:
+                await asyncio.wait({grant, self._spare_ready}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if not grant.done():
+                    grant.cancel()  # MemoryBudget gives back a grant that raced the cancel
+                    await asyncio.gather(grant, return_exceptions=True)
+            if grant.done() and not grant.cancelled() and grant.exception() is None:
+                self._reserved, self._overhead = need, self._overhead + extra
+                self._buf = bytearray(need)
                 return
-            self.budget.release(reserved)  # the part size changed: drop it
-        extra = 0 if self._overhead else UPLOAD_OVERHEAD
-        await self.budget.acquire(need + extra)
-        self._reserved, self._overhead = need, self._overhead + extra
-        self._buf = bytearray(need)
+            if grant.done() and not grant.cancelled() and grant.exception() is not None:
+                raise grant.exception()  # type: ignore[misc]
 
     def _recycle(self, buf: bytearray | None, reserved: int) -> None:
         """A part was sent: keep its buffer (and reservation) for the next part."""
         if buf is not None and not self._done:
             self._spares.append((buf, reserved))
+            if self._spare_ready is not None and not self._spare_ready.done():
+                self._spare_ready.set_result(None)
         elif reserved:
             self.budget.release(reserved)
 

@@ -144,3 +144,42 @@ async def test_limit_and_short_body(storage, bucket, s3):
         await w.finish()
     assert open_uploads(s3, bucket) == [] and keys_in(s3, bucket) == []
     assert budget.used == 0
+
+
+class SlowStorage:
+    """An S3 that takes its time: enough to pile a crowd of uploads on the budget."""
+
+    def __init__(self):
+        self.parts = 0
+
+    async def create_multipart(self, bucket, key, **kw):
+        return f"upload-{key}"
+
+    async def upload_part(self, bucket, key, upload_id, number, data, crc):
+        await asyncio.sleep(0.005)
+        self.parts += 1
+        return f'"etag-{number}"'
+
+    async def complete_multipart(self, bucket, key, upload_id, etags, crcs):
+        return '"done"'
+
+    async def abort_multipart(self, bucket, key, upload_id):
+        pass
+
+
+async def test_a_crowd_larger_than_the_budget_completes_within_it():
+    budget = MemoryBudget(16 * MiB)
+    storage = SlowStorage()
+
+    async def one(i):
+        w = ObjectWriter(
+            storage, budget, "b", f"k{i}", part_size=MiB, parts_in_flight=2, limit=1 << 40,
+            content_type="x", size_hint=10 * MiB,
+        )  # fmt: skip
+        await feed(w, 10 * MiB, chunk=64 * 1024)
+        return await w.finish()
+
+    results = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(8))), 30)
+    assert all(r.size == 10 * MiB for r in results)
+    assert storage.parts == 80
+    assert budget.peak <= budget.total and budget.used == 0
