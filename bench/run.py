@@ -29,7 +29,8 @@ Sections (``--only``):
 
 Every figure is repeated ``--repeat`` times (default 3) and the median is
 reported; ratios are the median of the per-repeat ratios (the targets are
-measured back to back inside each repeat, so a noisy moment hits all of them).
+measured back to back inside each repeat, in an order that rotates from one
+repeat to the next, so a noisy moment hits all of them).
 The Markdown table is printed and written to bench/results.md (``--out``).
 """
 
@@ -58,9 +59,10 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -75,7 +77,9 @@ SECRET_KEY = "benchsecret0123456789"
 REGION = "us-east-1"
 BUCKET = "bench"
 SIGV4 = ["--aws-sigv4", f"aws:amz:{REGION}:s3", "--user", f"{ACCESS_KEY}:{SECRET_KEY}"]
-CURL_FMT = "%{http_code} %{size_upload} %{size_download} %{speed_upload} %{speed_download} %{time_total} %{num_redirects}"
+CURL_FMT = (
+    "%{http_code} %{size_upload} %{size_download} %{speed_upload} %{speed_download} %{time_total} %{num_redirects}"
+)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -144,7 +148,7 @@ class Procs:
     def stop_all(self) -> None:
         with self.lock:
             live = list(reversed(self.live))
-        for name, p in live:
+        for _name, p in live:
             self.stop(p, timeout=8)
 
 
@@ -234,6 +238,40 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / CLK_TCK
 
 
+def sys_busy(split: bool = False) -> Any:
+    """CPU seconds spent busy by the whole machine so far (all cores).
+
+    With split=True: (busy in tasks, busy in irq/softirq). On loopback the
+    softirq share is mostly the TCP stack moving the bytes around.
+    """
+    vals = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (vals + [0] * 8)[:8]
+    if split:
+        return (user + nice + system + steal) / CLK_TCK, (irq + softirq) / CLK_TCK
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+WAIT_IDLE = {"max": 0.0}
+
+
+def wait_idle(what: str) -> None:
+    """Wait (up to --wait-idle seconds) until the machine is nearly idle, so other jobs skew less."""
+    deadline = time.monotonic() + WAIT_IDLE["max"]
+    told = False
+    while True:
+        b0 = sys_busy()
+        time.sleep(1.0)
+        busy = sys_busy() - b0
+        if busy < 0.15 * (os.cpu_count() or 1):
+            return
+        if time.monotonic() > deadline:
+            log(f"  machine still busy ({busy:.2f} cores used by others); measuring {what} anyway")
+            return
+        if not told:
+            log(f"  machine busy ({busy:.2f} cores); waiting up to {WAIT_IDLE['max']:.0f}s before {what}")
+            told = True
+
+
 def own_cpu() -> float:
     s = resource.getrusage(resource.RUSAGE_SELF)
     c = resource.getrusage(resource.RUSAGE_CHILDREN)  # reaped children: curl, generators
@@ -250,7 +288,7 @@ class RssPoller:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
-    def __enter__(self) -> "RssPoller":
+    def __enter__(self) -> RssPoller:
         try:
             Path(f"/proc/{self.pid}/clear_refs").write_text("5")  # reset VmHWM
             self.hwm_reset = True
@@ -318,6 +356,9 @@ class Stack:
     ng_port: int = 0
     gw_port: int = 0
     gw_env: dict[str, str] = field(default_factory=dict)
+    started: float = field(default_factory=time.time)
+    code_seen: list[str] = field(default_factory=list)
+    gw_nworkers: int = 1
 
     # -- SeaweedFS
     def start_weed(self) -> None:
@@ -365,6 +406,16 @@ class Stack:
     def weed_pids(self) -> list[int]:
         return proc_tree(self.weed.pid) if self.weed else []
 
+    def remove_sockets(self) -> None:
+        """weed mini leaves /tmp/seaweedfs-*-grpc-PORT.sock behind: remove the ones of our ports."""
+        if not self.sw_port:
+            return
+        for path in Path(tempfile.gettempdir()).glob("seaweedfs-*.sock"):
+            m = re.fullmatch(r"seaweedfs-.*-(\d+)\.sock", path.name)
+            with contextlib.suppress(OSError):
+                if m and int(m.group(1)) in self.ports and path.lstat().st_mtime >= self.started - 1:
+                    path.unlink()
+
     def vacuum(self) -> None:
         """Reclaim space of deleted objects so a full run stays small on disk."""
         with contextlib.suppress(OSError):
@@ -383,6 +434,42 @@ class Stack:
         if status != 200:
             raise BenchError(f"HEAD {key} direct: {status}")
         return int(headers.get("Content-Length", "-1"))
+
+    def describe_open_uploads(self) -> str:
+        """Open multipart uploads in the bucket and how many parts each has."""
+        try:
+            status, _, body = s3_call("GET", f"{self.s3_url}/{BUCKET}?uploads", timeout=10)
+            if status != 200:
+                return f"ListMultipartUploads: HTTP {status}"
+            keys = re.findall(rb"<Key>([^<]*)</Key>", body)
+            ids = re.findall(rb"<UploadId>([^<]*)</UploadId>", body)
+            parts = []
+            for k, u in zip(keys, ids, strict=False):
+                st, _, b = s3_call("GET", f"{self.s3_url}/{BUCKET}/{k.decode()}?uploadId={u.decode()}", timeout=10)
+                parts.append(str(b.count(b"<Part>")) if st == 200 else "?")
+            return f"{len(ids)} multipart upload(s) open, parts stored per upload: [{', '.join(parts)}]"
+        except OSError as exc:
+            return f"could not list uploads: {exc}"
+
+    def gateway_errors(self) -> list[str]:
+        """ERROR entries in the gateway's log so far (first line of each)."""
+        with contextlib.suppress(OSError):
+            lines = (self.work / "gunicorn.log").read_text(errors="replace").splitlines()
+            return [line for line in lines if " ERROR " in line]
+        return []
+
+    def first_gateway_traceback(self, max_lines: int = 40) -> str:
+        with contextlib.suppress(OSError):
+            lines = (self.work / "gunicorn.log").read_text(errors="replace").splitlines()
+            for i, line in enumerate(lines):
+                if " ERROR " in line:
+                    block = [line]
+                    for nxt in lines[i + 1 : i + max_lines]:
+                        if re.match(r"^(\d{4}-\d\d-\d\d |\[\d{4})", nxt):
+                            break
+                        block.append(nxt)
+                    return "\n".join(block)
+        return ""
 
     def open_multipart_uploads(self) -> int:
         status, _, body = s3_call("GET", f"{self.s3_url}/{BUCKET}?uploads")
@@ -478,13 +565,18 @@ http {{
         argv = [
             str(find_bin("gunicorn")), "s3gate.app:app_factory",
             "--worker-class", "aiohttp.GunicornWebWorker",
-            "--bind", f"127.0.0.1:{self.gw_port}", "--workers", "1", "--no-control-socket",
+            "--bind", f"127.0.0.1:{self.gw_port}", "--workers", str(self.gw_nworkers), "--no-control-socket",
         ]  # fmt: skip
+        fp = code_fingerprint()
+        if fp not in self.code_seen:
+            if self.code_seen:
+                log(f"WARNING: s3gate's source changed during the run (now {fp}); figures mix versions")
+            self.code_seen.append(fp)
         logf = open(self.work / "gunicorn.log", "ab")
         self.gw_master = PROCS.popen("gunicorn", argv, env=env, cwd=REPO, stdout=logf, stderr=subprocess.STDOUT)
         wait_port(self.gw_port, 60, self.gw_master, "gunicorn")
         deadline = time.monotonic() + 30
-        while not proc_children(self.gw_master.pid):
+        while len(proc_children(self.gw_master.pid)) < self.gw_nworkers:
             if time.monotonic() > deadline:
                 raise BenchError("gunicorn has no worker")
             time.sleep(0.1)
@@ -501,7 +593,26 @@ http {{
                 if time.monotonic() > deadline or self.gw_master.poll() is not None:
                     raise BenchError("s3gate does not answer; see gunicorn.log") from None
                 time.sleep(0.2)
-        log(f"s3gate up: 127.0.0.1:{self.gw_port} (master {self.gw_master.pid}, worker {self.gw_worker})")
+        log(f"s3gate up: 127.0.0.1:{self.gw_port} (master {self.gw_master.pid}, worker(s) {self.gw_workers()})")
+
+    def restart_gateway(self, args: argparse.Namespace) -> None:
+        """A fresh worker, warmed with one small upload and download, so its baseline RSS is clean."""
+        self.stop_gateway()
+        self.start_gateway(args.budget, args.gw_extra)
+        self.warm_gateway()
+
+    def warm_gateway(self) -> None:
+        body = random.Random(7).randbytes(1 * MiB)
+        url = f"{self.gw_url}/files/{BUCKET}/__warmup__"
+        req = urllib.request.Request(url, data=body, method="PUT", headers={"Content-Type": "application/octet-stream"})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            if r.status not in (200, 201):
+                raise BenchError(f"warm-up upload: HTTP {r.status}")
+        with urllib.request.urlopen(url + "?mode=proxy", timeout=60) as r:
+            if r.read() != body:
+                raise BenchError("warm-up download returned other bytes")
+        self.delete(["__warmup__"])
+        time.sleep(0.5)
 
     def stop_gateway(self) -> None:
         if self.gw_master is not None:
@@ -512,12 +623,23 @@ http {{
     def gw_url(self) -> str:
         return f"http://127.0.0.1:{self.gw_port}"
 
+    def gw_workers(self) -> list[int]:
+        return proc_children(self.gw_master.pid) if self.gw_master else []
+
     @property
     def gw_worker(self) -> int:
         kids = proc_children(self.gw_master.pid) if self.gw_master else []
         if len(kids) != 1:
             raise BenchError(f"expected one gunicorn worker, found {kids}")
         return kids[0]
+
+
+def code_fingerprint() -> str:
+    """Short hash of the gateway's source, so a table says which code it measured."""
+    h = hashlib.sha256()
+    for path in sorted((REPO / "s3gate").rglob("*.py")):
+        h.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:12]
 
 
 def clean_env() -> dict[str, str]:
@@ -574,14 +696,15 @@ class CpuMeter:
         if self.proxy == "nginx":
             return self.stack.nginx_pids()
         if self.proxy == "s3gate":
-            return [self.stack.gw_worker]
+            return self.stack.gw_workers()
         return []
 
-    def __enter__(self) -> "CpuMeter":
+    def __enter__(self) -> CpuMeter:
         self.t0 = time.monotonic()
         self.c0 = own_cpu()
         self.p0 = cpu_seconds(self._proxy_pids())
         self.s0 = cpu_seconds(self.stack.weed_pids())
+        self.b0, self.irq0 = sys_busy(split=True)
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -592,6 +715,10 @@ class CpuMeter:
             "proxy": cpu_seconds(self._proxy_pids()) - self.p0,
             "store": cpu_seconds(self.stack.weed_pids()) - self.s0,
         }
+        ours = self.result["client"] + self.result["proxy"] + self.result["store"]
+        tasks, irq = sys_busy(split=True)
+        self.result["softirq"] = irq - self.irq0
+        self.result["other"] = max(0.0, tasks - self.b0 - ours)
 
 
 class Profiler:
@@ -606,12 +733,12 @@ class Profiler:
         self.active = bool(args.profile) and active
         self.proc: subprocess.Popen | None = None
 
-    def __enter__(self) -> "Profiler":
+    def __enter__(self) -> Profiler:
         if not self.active:
             return self
         out = Path(self.args.profile) / f"{self.name}.txt"
         out.parent.mkdir(parents=True, exist_ok=True)
-        argv = [self.args.py_spy, "record", "--pid", str(self.stack.gw_worker), "--rate", "250",
+        argv = [self.args.py_spy, "record", "--pid", str(self.stack.gw_workers()[0]), "--rate", "250",
                 "--format", "raw", "--output", str(out), "--nonblocking"]  # fmt: skip
         self.out = out
         self.proc = PROCS.popen("py-spy", argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -731,14 +858,20 @@ def size_label(n: int) -> str:
 
 
 def cpu_label(samples: list[dict[str, float]]) -> str:
-    """Median cores used by client / proxy / store over the transfer."""
+    """Median cores used by client / proxy / store / everything else over the transfer."""
     if not samples:
         return "n/a"
     parts = []
-    for k in ("client", "proxy", "store"):
+    for k in ("client", "proxy", "store", "softirq", "other"):
         vals = [s[k] / s["wall"] for s in samples if s["wall"] > 0]
         parts.append(f"{med(vals):.2f}")
     return " / ".join(parts)
+
+
+def rotate(items: list[Any], r: int) -> list[Any]:
+    """The order of the targets changes every repeat, so none always goes first."""
+    k = r % len(items) if items else 0
+    return items[k:] + items[:k]
 
 
 # ---------------------------------------------------------------- section 1
@@ -798,8 +931,9 @@ def section_big(stack: Stack, args: argparse.Namespace, gw: bool) -> list[str]:
         check_download(fn(), size, f"warm-up download {name}", redirects)
 
     for r in range(args.repeat):
+        wait_idle(f"section 1 repeat {r + 1}")
         written: list[str] = []
-        for name, proxy, fn, is_gw in uploads:
+        for name, proxy, fn, is_gw in rotate(uploads, r):
             key = f"big/up-{name}-{r}"
             with Profiler(stack, args, f"big-upload-{name}", proxy == "s3gate" and r == 0), CpuMeter(stack, proxy) as m:
                 t = fn(key)
@@ -811,25 +945,29 @@ def section_big(stack: Stack, args: argparse.Namespace, gw: bool) -> list[str]:
             cpu.setdefault("up " + name, []).append(m.result)
             written.append(key)
             log(f"  repeat {r + 1}: upload {name}: {t.speed_up / 1e6:.0f} MB/s")
-        for name, proxy, fn, redirects in downloads:
+        for name, proxy, fn, redirects in rotate(downloads, r):
             tag = name.replace(" ", "-")
-            with Profiler(stack, args, f"big-download-{tag}", proxy == "s3gate" and r == 0), CpuMeter(stack, proxy) as m:
+            with (
+                Profiler(stack, args, f"big-download-{tag}", proxy == "s3gate" and r == 0),
+                CpuMeter(stack, proxy) as m,
+            ):
                 t = fn()
             check_download(t, size, f"download {name}", redirects)
             downs[name].append(t.speed_down / 1e6)
             cpu.setdefault("down " + name, []).append(m.result)
             log(f"  repeat {r + 1}: download {name}: {t.speed_down / 1e6:.0f} MB/s")
         stack.delete(written)
+        stack.vacuum()  # every repeat starts from the same store state
     stack.delete([dl_key])
     path.unlink()
 
     def ratio_runs(d: dict[str, list[float]], name: str, ref: str = "direct") -> list[float]:
-        return [a / b for a, b in zip(d[name], d[ref]) if b]
+        return [a / b for a, b in zip(d[name], d[ref], strict=True) if b]
 
     rows = [
         f"### 1. {label} upload and download (curl, MB/s = 10^6 bytes/s)",
         "",
-        "| transfer | path | MB/s (median) | runs | ratio to direct | cores used: client / proxy / store |",
+        "| transfer | path | MB/s (median) | runs | ratio to direct | cores used: client / proxy / store / softirq / other |",
         "|---|---|---:|---|---:|---|",
     ]
     for kind, d in (("upload", ups), ("download", downs)):
@@ -851,6 +989,49 @@ def section_big(stack: Stack, args: argparse.Namespace, gw: bool) -> list[str]:
     return rows
 
 
+def run_watched(stack: Stack, args: argparse.Namespace, fns: list[Callable[[], None]], what: str) -> None:
+    """Run fns in threads; fail (not hang) if the gateway worker stops reading for --stall-timeout s.
+
+    Progress = the worker's rchar in /proc/PID/io (bytes it read from sockets).
+    On a stall the curls are killed and the open multipart uploads are described.
+    """
+    pid = stack.gw_worker
+    threads = [threading.Thread(target=fn, daemon=True) for fn in fns]
+    for th in threads:
+        th.start()
+    last, since = proc_rchar(pid), time.monotonic()
+    while any(th.is_alive() for th in threads):
+        time.sleep(0.5)
+        now, cur = time.monotonic(), proc_rchar(pid)
+        if cur != last:
+            last, since = cur, now
+        elif now - since > args.stall_timeout:
+            alive = sum(th.is_alive() for th in threads)
+            diag = stack.describe_open_uploads()
+            if args.stall_signal:  # e.g. a diagnostics hook in the worker that dumps its asyncio tasks
+                with contextlib.suppress(OSError):
+                    os.kill(pid, getattr(signal, "SIG" + args.stall_signal.upper().removeprefix("SIG")))
+                time.sleep(2)
+            with PROCS.lock:
+                clients = [p for name, p in PROCS.live if name in ("curl", "gen")]
+            for p in clients:
+                PROCS.stop(p, timeout=2, sig=signal.SIGKILL)
+            for th in threads:
+                th.join(10)
+            raise BenchError(
+                f"{what}: the gateway worker read nothing for {args.stall_timeout:.0f}s with {alive} "
+                f"upload(s) unfinished (stalled, not slow); in S3: {diag}"
+            )
+
+
+def proc_rchar(pid: int) -> int:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+            if line.startswith("rchar:"):
+                return int(line.split()[1])
+    return -1
+
+
 # ---------------------------------------------------------------- section 2
 def section_rss(stack: Stack, args: argparse.Namespace) -> list[str]:
     resp = stack.work / "resp.json"
@@ -863,10 +1044,26 @@ def section_rss(stack: Stack, args: argparse.Namespace) -> list[str]:
     for size in args.rss_sizes:
         peaks, bases, speeds = [], [], []
         for r in range(args.repeat):
+            stack.restart_gateway(args)
+            wait_idle(f"section 2 {size_label(size)} run {r + 1}")
             key = f"rss/{size}-{r}"
             pid = stack.gw_worker
-            with Profiler(stack, args, f"rss-upload-{size_label(size).replace(' ', '')}", r == 0), RssPoller(pid) as poll:
-                t = curl_generated(size, f"{stack.gw_url}/files/{BUCKET}/{key}", max(120, size / 10e6), resp)
+            got: list[Any] = [None]
+
+            def upload(got: list[Any] = got, size: int = size, key: str = key) -> None:
+                try:
+                    got[0] = curl_generated(size, f"{stack.gw_url}/files/{BUCKET}/{key}", max(120, size / 10e6), resp)
+                except Exception as exc:
+                    got[0] = exc
+
+            with (
+                Profiler(stack, args, f"rss-upload-{size_label(size).replace(' ', '')}", r == 0),
+                RssPoller(pid) as poll,
+            ):
+                run_watched(stack, args, [upload], f"{size_label(size)} upload")
+            if not isinstance(got[0], Transfer):
+                raise BenchError(f"rss upload {size_label(size)}: {got[0]}")
+            t = got[0]
             check_upload(t, size, f"rss upload {size_label(size)}", gateway=True)
             if stack.head_size(key) != size:
                 raise BenchError(f"rss upload {size_label(size)}: stored size differs")
@@ -878,7 +1075,7 @@ def section_rss(stack: Stack, args: argparse.Namespace) -> list[str]:
                 f"  {size_label(size)} run {r + 1}: peak RSS {peaks[-1]:.0f} MB "
                 f"(baseline {bases[-1]:.0f} MB), {speeds[-1]:.0f} MB/s"
             )
-        growth = [p - b for p, b in zip(peaks, bases)]
+        growth = [p - b for p, b in zip(peaks, bases, strict=True)]
         rows.append(
             f"| {size_label(size)} | {fmt(med(peaks))} | {fmt_runs(peaks)} | {fmt(med(bases))} | "
             f"{fmt(med(growth))} | {fmt(med(speeds))} |"
@@ -886,8 +1083,9 @@ def section_rss(stack: Stack, args: argparse.Namespace) -> list[str]:
         stack.vacuum()
     rows += [
         "",
-        "RSS of the single gunicorn worker: VmHWM (reset through /proc/PID/clear_refs before each upload) "
-        "and VmRSS polled every 20 ms, whichever is higher. MB = 10^6 bytes.",
+        "RSS of the single gunicorn worker, restarted before each run and warmed with one 1 MiB upload and "
+        "download (baseline = its RSS then): VmHWM (reset through /proc/PID/clear_refs) and VmRSS polled "
+        "every 20 ms, whichever is higher. MB = 10^6 bytes.",
         "",
     ]
     return rows
@@ -897,28 +1095,31 @@ def section_rss(stack: Stack, args: argparse.Namespace) -> list[str]:
 def section_crowd(stack: Stack, args: argparse.Namespace) -> list[str]:
     n, size, budget = args.crowd, args.crowd_size, args.budget
     walls, peaks, bases, oks, aggs = [], [], [], [], []
+    cpus: list[dict[str, float]] = []
     for r in range(args.repeat):
+        stack.restart_gateway(args)
+        wait_idle(f"section 3 repeat {r + 1}")
         pid = stack.gw_worker
         results: list[Any] = [None] * n
 
-        def one(i: int) -> None:
+        def one(i: int, r: int = r, results: list[Any] = results) -> None:
             key = f"crowd/{r}-{i}"
             try:
                 t = curl_generated(size, f"{stack.gw_url}/files/{BUCKET}/{key}", 1800, stack.work / f"crowd-{i}.json")
                 check_upload(t, size, f"crowd upload {i}", gateway=True)
                 results[i] = t
-            except Exception as exc:  # noqa: BLE001 - reported below
+            except Exception as exc:
                 results[i] = exc
 
-        with Profiler(stack, args, "crowd-upload", r == 0), RssPoller(pid) as poll:
+        with Profiler(stack, args, "crowd-upload", r == 0), RssPoller(pid) as poll, CpuMeter(stack, "s3gate") as meter:
             t0 = time.monotonic()
-            threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(n)]
-            for th in threads:
-                th.start()
-            for th in threads:
-                th.join(1900)
+            run_watched(stack, args, [lambda i=i: one(i) for i in range(n)], f"{n} concurrent uploads")
             wall = time.monotonic() - t0
         ok = 0
+        if not all(isinstance(res, Transfer) for res in results):
+            tb = stack.first_gateway_traceback()
+            if tb:
+                log("  first error in the gateway's log:\n" + tb)
         for i, res in enumerate(results):
             if isinstance(res, Transfer):
                 with contextlib.suppress(BenchError):
@@ -931,6 +1132,7 @@ def section_crowd(stack: Stack, args: argparse.Namespace) -> list[str]:
         stack.delete([f"crowd/{r}-{i}" for i in range(n)])
         stack.vacuum()
         walls.append(wall)
+        cpus.append(meter.result)
         peaks.append(poll.peak_kb * 1024 / 1e6)
         bases.append(poll.baseline_kb * 1024 / 1e6)
         oks.append(ok)
@@ -941,19 +1143,20 @@ def section_crowd(stack: Stack, args: argparse.Namespace) -> list[str]:
         )
     budget_mb = budget / 1e6
     limits = [b + budget_mb for b in bases]
-    passed = all(p <= lim for p, lim in zip(peaks, limits)) and all(o == n for o in oks)
+    passed = all(p <= lim for p, lim in zip(peaks, limits, strict=True)) and all(o == n for o in oks)
     rows = [
         f"### 3. {n} concurrent {size_label(size)} uploads through s3gate",
         "",
         "| succeeded | wall s (median) | aggregate MB/s | peak RSS MB (median) | runs | baseline MB | "
-        "budget MB | budget + baseline MB | within |",
-        "|---|---:|---:|---:|---|---:|---:|---:|---|",
+        "budget MB | budget + baseline MB | within | cores: client / proxy / store / softirq / other |",
+        "|---|---:|---:|---:|---|---:|---:|---:|---|---|",
         f"| {', '.join(f'{o}/{n}' for o in oks)} | {fmt(med(walls), 1)} | {fmt(med(aggs))} | {fmt(med(peaks))} | "
         f"{fmt_runs(peaks)} | {fmt(med(bases))} | {fmt(budget_mb)} | {fmt(med(limits))} | "
-        f"{'yes' if passed else 'NO'} |",
+        f"{'yes' if passed else 'NO'} | {cpu_label(cpus)} |",
         "",
         f"`S3GATE_UPLOAD_MEMORY_BUDGET={budget // MiB}MiB`, `S3GATE_PART_SIZE=16MiB`; each upload is "
-        "a generator piped into its own `curl -T -` with a Content-Length.",
+        "a generator piped into its own `curl -T -` with a Content-Length; the worker is restarted and "
+        "warmed before each repeat (baseline = its RSS then). Every object's stored size is checked.",
         "",
     ]
     return rows
@@ -1024,7 +1227,8 @@ def section_small(stack: Stack, args: argparse.Namespace, gw: bool) -> list[str]
         for t in targets:
             await small_target(stack, args, t, -1, min(n, 64), size, conc, bodies)
         for r in range(args.repeat):
-            for t in targets:
+            wait_idle(f"section 4 repeat {r + 1}")
+            for t in rotate(targets, r):
                 p, g, cp, cg = await small_target(stack, args, t, r, n, size, conc, bodies)
                 puts[t].append(p)
                 gets[t].append(g)
@@ -1040,12 +1244,12 @@ def section_small(stack: Stack, args: argparse.Namespace, gw: bool) -> list[str]
         f"### 4. Small objects: {n} x {size_label(size)} PUT then GET, {conc} in flight (one aiohttp client)",
         "",
         "| path | PUT/s (median) | runs | ratio | GET/s (median) | runs | ratio | "
-        "cores PUT: client / proxy / store | cores GET |",
+        "cores PUT: client / proxy / store / softirq / other | cores GET |",
         "|---|---:|---|---:|---:|---|---:|---|---|",
     ]
     for t in targets:
-        rp = med([a / b for a, b in zip(puts[t], puts["direct"])])
-        rg = med([a / b for a, b in zip(gets[t], gets["direct"])])
+        rp = med([a / b for a, b in zip(puts[t], puts["direct"], strict=True)])
+        rg = med([a / b for a, b in zip(gets[t], gets["direct"], strict=True)])
         rows.append(
             f"| {t} | {fmt(med(puts[t]))} | {fmt_runs(puts[t])} | {rp:.2f} | {fmt(med(gets[t]))} | "
             f"{fmt_runs(gets[t])} | {rg:.2f} | {cpu_label(cpu_p[t])} | {cpu_label(cpu_g[t])} |"
@@ -1061,27 +1265,79 @@ def section_small(stack: Stack, args: argparse.Namespace, gw: bool) -> list[str]
 
 # ---------------------------------------------------------------- main
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--quick", action="store_true", help="small sizes (64 MiB instead of 1 GiB, no 5 GiB, 32 x 32 MiB)")
     ap.add_argument("--repeat", type=int, default=3, help="repeats per figure; medians are reported (default 3)")
     ap.add_argument("--only", default="1,2,3,4", help="sections to run, e.g. 1,4")
     ap.add_argument("--budget", default="256MiB", help="S3GATE_UPLOAD_MEMORY_BUDGET for the gateway (default 256MiB)")
-    ap.add_argument("--nginx-workers", default="1", help="nginx worker_processes (default 1, like the one gunicorn worker)")
-    ap.add_argument("--nginx-keepalive", type=int, default=0, help="upstream keepalive connections for nginx (default 0: plain proxy_pass)")
+    ap.add_argument(
+        "--nginx-workers", default="1", help="nginx worker_processes (default 1, like the one gunicorn worker)"
+    )
+    ap.add_argument(
+        "--nginx-keepalive",
+        type=int,
+        default=0,
+        help="upstream keepalive connections for nginx (default 0: plain proxy_pass)",
+    )
+    ap.add_argument(
+        "--gw-workers",
+        type=int,
+        default=1,
+        help="gunicorn workers (default 1; sections 2 and 3 measure one worker and need 1)",
+    )
     ap.add_argument("--no-gateway", action="store_true", help="measure only direct and nginx")
-    ap.add_argument("--out", default=str(HERE / "results.md"), help="Markdown output (default bench/results.md; '' for none)")
+    ap.add_argument(
+        "--out", default=str(HERE / "results.md"), help="Markdown output (default bench/results.md; '' for none)"
+    )
     ap.add_argument("--small-count", type=int, default=400, help="objects in the small-object test (default 400)")
-    ap.add_argument("--gw-env", action="append", default=[], metavar="NAME=VALUE",
-                    help="extra environment for the gateway (repeatable), e.g. MALLOC_ARENA_MAX=2 or S3GATE_PARTS_IN_FLIGHT=3")
-    ap.add_argument("--profile", default="", metavar="DIR",
-                    help="py-spy record the gateway worker during its first measured run of each kind into DIR")
-    ap.add_argument("--py-spy", default=shutil.which("py-spy") or str(BIN / "py-spy"), help="py-spy binary for --profile")
+    ap.add_argument(
+        "--wait-idle",
+        type=float,
+        default=120,
+        metavar="SECONDS",
+        help="before each repeat, wait up to this long for other jobs to leave the CPU idle (default 120; 0 = don't)",
+    )
+    ap.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=120,
+        metavar="SECONDS",
+        help="fail when the gateway worker reads nothing for this long during an upload (default 120)",
+    )
+    ap.add_argument(
+        "--stall-signal",
+        default="",
+        metavar="NAME",
+        help="signal sent to the worker when a stall is detected, for a diagnostics hook (e.g. USR1)",
+    )
+    ap.add_argument(
+        "--gw-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment for the gateway (repeatable), e.g. MALLOC_ARENA_MAX=2 or S3GATE_PARTS_IN_FLIGHT=3",
+    )
+    ap.add_argument(
+        "--profile",
+        default="",
+        metavar="DIR",
+        help="py-spy record the gateway worker during its first measured run of each kind into DIR",
+    )
+    ap.add_argument(
+        "--py-spy", default=shutil.which("py-spy") or str(BIN / "py-spy"), help="py-spy binary for --profile"
+    )
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs) at exit")
-    ap.add_argument("--time-limit", type=float, default=0, help="abort after this many seconds (default 900 quick, 3600 full)")
+    ap.add_argument(
+        "--time-limit", type=float, default=0, help="abort after this many seconds (default 900 quick, 3600 full)"
+    )
     a = ap.parse_args(argv)
     a.sections = {int(x) for x in a.only.split(",") if x.strip()}
     a.budget = parse_size(a.budget)
     a.gw_extra = dict(x.split("=", 1) for x in a.gw_env)
+    if a.gw_workers != 1 and a.sections & {2, 3}:
+        ap.error("--gw-workers other than 1 only with --only 1,4 (RSS is measured on one worker)")
     if a.profile and not os.path.exists(a.py_spy):
         ap.error(f"--profile needs py-spy (pip install py-spy), not found at {a.py_spy}")
     if a.quick:
@@ -1122,9 +1378,12 @@ def versions() -> str:
 
 def main(argv: list[str]) -> int:
     if argv[:1] == ["_gen"]:
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # reader gone: just stop
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         generate(int(argv[1]))
         return 0
     args = parse_args(argv)
+    WAIT_IDLE["max"] = args.wait_idle
     cmd = ".venv/bin/python bench/run.py" + ("" if not argv else " " + shlex.join(argv))
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -1133,13 +1392,14 @@ def main(argv: list[str]) -> int:
     def on_alarm(_signum: int, _frame: Any) -> None:
         raise BenchError(f"time limit of {args.time_limit:.0f}s reached")
 
+    signal.signal(signal.SIGINT, on_signal)  # also when started in the background with SIGINT ignored
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
     signal.signal(signal.SIGALRM, on_alarm)
     signal.alarm(int(args.time_limit))
 
     work = Path(tempfile.mkdtemp(prefix="s3gate-bench-"))
-    stack = Stack(work, args.quick, args.nginx_workers, args.nginx_keepalive)
+    stack = Stack(work, args.quick, args.nginx_workers, args.nginx_keepalive, gw_nworkers=args.gw_workers)
     rc = 1
     try:
         gw = not args.no_gateway
@@ -1152,7 +1412,9 @@ def main(argv: list[str]) -> int:
         stack.start_nginx()
         if gw:
             stack.start_gateway(args.budget, args.gw_extra)
+            stack.warm_gateway()
         started = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+        load0 = " ".join(Path("/proc/loadavg").read_text().split()[:3])
         rows: list[str] = []
         if 1 in args.sections:
             rows += section_big(stack, args, gw)
@@ -1162,6 +1424,8 @@ def main(argv: list[str]) -> int:
         if 3 in args.sections and gw:
             rows += section_crowd(stack, args)
         if 4 in args.sections:
+            if gw and (2 in args.sections or 3 in args.sections):
+                stack.restart_gateway(args)
             rows += section_small(stack, args, gw)
         orphans = stack.open_multipart_uploads()
         header = [
@@ -1171,14 +1435,31 @@ def main(argv: list[str]) -> int:
             "",
             f"Machine: {versions()}. Everything on 127.0.0.1: client, proxy and store share the cores.",
             "",
-            "s3gate: gunicorn, `aiohttp.GunicornWebWorker`, 1 worker, "
-            + ", ".join(f"`{k}={v}`" for k, v in sorted(stack.gw_env.items()) if "KEY" not in k and "DIR" not in k and k != "S3GATE_CONFIG")
+            f"s3gate source fingerprint: {', '.join(stack.code_seen) or 'n/a'}"
+            + (" (CHANGED during the run: figures mix versions)" if len(stack.code_seen) > 1 else "")
+            + " (sha256 of s3gate/**/*.py). "
+            f"s3gate: gunicorn, `aiohttp.GunicornWebWorker`, {args.gw_workers} worker(s), "
+            + ", ".join(
+                f"`{k}={v}`"
+                for k, v in sorted(stack.gw_env.items())
+                if "KEY" not in k and "DIR" not in k and k != "S3GATE_CONFIG"
+            )
             + f". nginx {args.nginx_workers} worker(s), upstream keepalive {args.nginx_keepalive or 'off'}. "
             "'cores used' = CPU seconds / wall seconds of each party during the transfer "
-            "(client = curl + body generator, or the Python client).",
+            "(client = curl + body generator, or the Python client; softirq = kernel network processing not "
+            "charged to any process, mostly loopback TCP; other = every other process on the machine, "
+            "which should be near 0). "
+            f"Load average at start: {load0}.",
             "",
         ]
-        footer = [f"Multipart uploads left open in the bucket at the end: {orphans}.", ""]
+        errors = stack.gateway_errors()
+        footer = [
+            f"Multipart uploads left open in the bucket at the end: {orphans}. "
+            f"ERROR entries in the gateway's log: {len(errors)}"
+            + (f" (first: `{errors[0][:200]}`)" if errors else "")
+            + ".",
+            "",
+        ]
         text = "\n".join(header + rows + footer)
         print("\n" + text)
         if args.out:
@@ -1200,11 +1481,14 @@ def main(argv: list[str]) -> int:
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # finish cleaning up even on a second Ctrl-C
+        t_clean = time.monotonic()
         PROCS.stop_all()
+        stack.remove_sockets()
         if args.keep:
             log(f"kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+        log(f"cleaned up in {time.monotonic() - t_clean:.1f}s")
     return rc
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 
 
 class MemoryBudget:
@@ -33,7 +34,10 @@ class MemoryBudget:
             if fut.done() and not fut.cancelled():
                 self.release(n)  # granted just as we were cancelled
             else:
-                self._waiters.remove((n, fut))
+                # _wake() may already have dropped our cancelled future from
+                # the queue (a release ran between the cancel and this line).
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove((n, fut))
                 self._wake()
             raise
 

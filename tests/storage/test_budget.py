@@ -44,3 +44,19 @@ async def test_request_larger_than_total_is_capped():
     assert budget.used == 10
     budget.release(50)
     assert budget.used == 0
+
+
+async def test_cancel_racing_a_release_is_a_clean_cancel():
+    # The waiter is cancelled and, before it runs again, a release wakes the
+    # queue (which drops the cancelled future): the waiter must see only its
+    # CancelledError, and the budget must stay consistent.
+    budget = MemoryBudget(10)
+    await budget.acquire(10)
+    waiter = asyncio.create_task(budget.acquire(5))
+    await asyncio.sleep(0)
+    waiter.cancel()
+    budget.release(10)
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert budget.used == 0
+    await asyncio.wait_for(budget.acquire(10), 1)
