@@ -181,8 +181,10 @@ class SeaweedFS:
         self.stop()
         raise RuntimeError(f"SeaweedFS did not start within {timeout:.0f} s; see {self.log_path}")
 
-    def client(self):
-        """A plain (sync) botocore client for set-up work: buckets, checks in tests."""
+    def client(self, **config: object):
+        """A plain (sync) botocore client for set-up work: buckets, checks in tests.
+
+        ``config`` adds botocore Config options (e.g. max_pool_connections)."""
         import botocore.session
         from botocore.config import Config
 
@@ -198,6 +200,7 @@ class SeaweedFS:
                 request_checksum_calculation="when_required",
                 response_checksum_validation="when_required",
                 retries={"max_attempts": 1},
+                **config,
             ),
         )
 

@@ -27,11 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import botocore.session
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from botocore.config import Config
 
 from s3gate import keys
 from s3gate.app import create_app
@@ -175,21 +173,7 @@ class Store:
 
     def __init__(self, seaweed: SeaweedFS):
         self.seaweed = seaweed
-        self.client = botocore.session.get_session().create_client(
-            "s3",
-            endpoint_url=seaweed.endpoint,
-            region_name="us-east-1",
-            aws_access_key_id=seaweed.credentials.access_key,
-            aws_secret_access_key=seaweed.credentials.secret_key,
-            config=Config(
-                signature_version="s3v4",
-                s3={"addressing_style": "path"},
-                request_checksum_calculation="when_required",
-                response_checksum_validation="when_required",
-                retries={"max_attempts": 1},
-                max_pool_connections=32,
-            ),
-        )
+        self.client = seaweed.client(max_pool_connections=32)
 
     async def call(self, name: str, **kwargs: Any) -> Any:
         return await asyncio.to_thread(getattr(self.client, name), **kwargs)
