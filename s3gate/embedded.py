@@ -43,17 +43,11 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def free_port(*, grpc_room: bool = False) -> int:
-    """A free loopback port; with grpc_room, port+10000 is free too (SeaweedFS's gRPC)."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if not grpc_room:
-            return port
-        if port + 10000 < 65536 and _port_free(port + 10000):
-            return port
-    raise RuntimeError("no free port pair found")
+def free_port() -> int:
+    """A free loopback port (for SeaweedFS's own ports, with room for gRPC: _low_port)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _low_port() -> int:

@@ -152,7 +152,7 @@ class Settings:
             problems.append("link_mode must be auto, s3 or gateway")
         if self.s3_addressing_style not in ("path", "virtual", "auto"):
             problems.append("s3_addressing_style must be path, virtual or auto")
-        if not (S3_MIN_PART <= self.part_size <= S3_MAX_PART) and not self._allow_small_parts():
+        if not (S3_MIN_PART <= self.part_size <= S3_MAX_PART):
             problems.append(f"part_size must be between {S3_MIN_PART} and {S3_MAX_PART} bytes")
         if self.parts_in_flight < 1:
             problems.append("parts_in_flight must be at least 1")
@@ -167,11 +167,6 @@ class Settings:
         if problems:
             raise ConfigError("; ".join(problems))
         return self
-
-    def _allow_small_parts(self) -> bool:
-        # Tests and benchmarks against SeaweedFS/moto may use tiny parts to
-        # exercise many-part uploads quickly; AWS would refuse them.
-        return os.environ.get("S3GATE_ALLOW_SMALL_PARTS") == "1" and self.part_size >= 1024
 
     @property
     def upload_limit(self) -> int:

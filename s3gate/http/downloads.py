@@ -226,9 +226,11 @@ async def make_link(request: web.Request, bucket: str, key: str, signer: str | N
     return request.app[keys.LINKS].url(base_url(request), bucket, key, lifetime=settings.link_expiry, by=signer or "")
 
 
-def redirect(url: str) -> web.Response:
-    # 302 keeps the seed's behaviour: curl prints the URL (body), curl -L and
-    # wget follow it (Location).
+async def redirect_to_link(request: web.Request, bucket: str, key: str, signer: str | None) -> web.Response:
+    """302 to a download link. 302 keeps the seed's behaviour: curl prints the
+    URL (body), curl -L and wget follow it (Location)."""
+    await request.app[keys.STORAGE].head(bucket, key)  # 404 here, not a dead link
+    url = await make_link(request, bucket, key, signer)
     return web.Response(status=302, headers={"Location": url}, text=url + "\n", content_type="text/plain")
 
 

@@ -26,15 +26,10 @@ def target(request: web.Request) -> tuple[str, str]:
     return check_bucket(request.match_info["bucket"]), request.match_info.get("path", "")
 
 
-async def buckets(request: web.Request) -> web.Response:
-    return await listing.list_buckets(request)
-
-
 async def bucket_root(request: web.Request) -> web.StreamResponse:
     bucket, _ = target(request)
     if request.method == "POST":
         return await post_form(request, bucket, "")
-    await request.app[keys.STORAGE].require_bucket(bucket)
     return await listing.list_page(request, bucket, "")
 
 
@@ -43,7 +38,6 @@ async def object_route(request: web.Request) -> web.StreamResponse:
     method = request.method
     if method in ("GET", "HEAD"):
         if path.endswith("/"):
-            await request.app[keys.STORAGE].require_bucket(bucket)
             return await listing.list_page(request, bucket, check_prefix(path))
         return await download(request, bucket, check_key(path))
     if method == "PUT":
@@ -66,9 +60,7 @@ async def download(request: web.Request, bucket: str, key: str) -> web.StreamRes
     await access.require(request, "read", bucket, key)
     mode = downloads.requested_mode(request)
     if mode == "redirect" and downloads.link_mode(request.app[keys.SETTINGS]) == "s3" and request.method == "GET":
-        await request.app[keys.STORAGE].head(bucket, key)  # 404 here, not a dead link
-        url = await downloads.make_link(request, bucket, key, access.principal_name(request))
-        return downloads.redirect(url)
+        return await downloads.redirect_to_link(request, bucket, key, access.principal_name(request))
     return await downloads.proxy(request, bucket, key)
 
 

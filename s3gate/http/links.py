@@ -19,8 +19,6 @@ from urllib.parse import quote, urlencode
 
 from ..errors import ConfigError, Forbidden
 
-SIG_PARAMS = ("expires", "by", "sig")
-
 
 def _b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from .. import keys
 from ..errors import StorageUnavailable
-from . import files, seed
+from . import files, listing, seed
 from .responses import json_response
 from .uploads import defer_continue
 
@@ -40,8 +40,8 @@ def setup(app: web.Application) -> None:
     r.add_route("DELETE", "/deletefile/{bucket}/{path:.+}", seed.delete_file)
 
     # The REST face.
-    r.add_get("/files", files.buckets)
-    r.add_get("/files/", files.buckets)
+    r.add_get("/files", listing.list_buckets)
+    r.add_get("/files/", listing.list_buckets)
     for path in ("/files/{bucket}", "/files/{bucket}/"):
         r.add_route("GET", path, files.bucket_root)
         r.add_route("HEAD", path, files.bucket_root)

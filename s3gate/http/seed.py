@@ -19,9 +19,7 @@ async def download_link(request: web.Request) -> web.Response:
     bucket = check_bucket(request.match_info["bucket"])
     key = check_key(request.match_info["path"])
     await access.require(request, "read", bucket, key)
-    await request.app[keys.STORAGE].head(bucket, key)
-    url = await downloads.make_link(request, bucket, key, access.principal_name(request))
-    return downloads.redirect(url)
+    return await downloads.redirect_to_link(request, bucket, key, access.principal_name(request))
 
 
 async def upload(request: web.Request) -> web.Response:

@@ -25,7 +25,7 @@ from .. import keys
 from ..errors import BadRequest, ClientGone, PayloadTooLarge, ShuttingDown
 from ..storage.writer import ObjectWriter, UploadResult
 from . import access
-from .paths import check_key, safe_join
+from .paths import safe_join
 
 log = logging.getLogger("s3gate.upload")
 
@@ -262,6 +262,3 @@ async def receive_form(request: web.Request, bucket: str, prefix: str) -> list[U
     if not stored:
         raise BadRequest("no file in the form: send one with curl -F 'file=@/path/to/file'")
     return stored
-
-
-__all__ = ["UploadRegistry", "check_key", "defer_continue", "receive_body", "receive_form", "send_continue"]

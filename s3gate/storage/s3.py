@@ -9,6 +9,7 @@ signing (bodies are bytes we already hash), SigV4 for presigned URLs.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import time
@@ -58,7 +59,6 @@ class ObjectInfo:
 class Download:
     info: ObjectInfo
     body: Any  # aiobotocore StreamingBody; use `async with download.body`
-    length: int
     content_range: str | None
 
 
@@ -250,17 +250,6 @@ class Storage:
                 raise
         self._bucket_seen[bucket] = now
 
-    def forget_bucket(self, bucket: str) -> None:
-        self._bucket_seen.pop(bucket, None)
-
-    async def create_bucket(self, bucket: str) -> None:
-        with translate(bucket):
-            try:
-                await self.client.create_bucket(Bucket=bucket)
-            except botocore.exceptions.ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
-                    raise
-
     async def ping(self) -> None:
         with translate():
             await self.client.list_buckets()
@@ -304,14 +293,12 @@ class Storage:
                 resp = parse_object_headers(raw)
                 resp["Body"] = ResponseBody(raw)
         info = _object_from_head(key, resp)
-        length = int(resp.get("ContentLength", 0))
         content_range = resp.get("ContentRange")
         if content_range:
             # ContentLength of a ranged GET is the range's length; the object's
             # size is after the slash (RFC 9110 §14.4).
-            total = int(content_range.rsplit("/", 1)[1])
-            info = ObjectInfo(info.key, total, info.etag, info.last_modified, info.content_type, info.metadata)
-        return Download(info=info, body=resp["Body"], length=length, content_range=content_range)
+            info = dataclasses.replace(info, size=int(content_range.rsplit("/", 1)[1]))
+        return Download(info=info, body=resp["Body"], content_range=content_range)
 
     async def put(
         self, bucket: str, key: str, data: bytes, *, content_type: str, checksum_crc32: str, metadata: dict[str, str]
@@ -398,18 +385,6 @@ class Storage:
             except botocore.exceptions.ClientError as exc:
                 if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
                     raise
-
-    async def list_multipart(self, bucket: str) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        params: dict[str, Any] = {"Bucket": bucket}
-        with translate(bucket):
-            while True:
-                resp = await self.client.list_multipart_uploads(**params)
-                out.extend(resp.get("Uploads", []))
-                if not resp.get("IsTruncated"):
-                    return out
-                params["KeyMarker"] = resp.get("NextKeyMarker")
-                params["UploadIdMarker"] = resp.get("NextUploadIdMarker")
 
     # -- links -------------------------------------------------------------
     async def presign_get(self, bucket: str, key: str, *, expires: int, filename: str) -> str:

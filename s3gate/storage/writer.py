@@ -206,7 +206,7 @@ class ObjectWriter:
         while self._spares:
             self.budget.release(self._spares.pop()[1])
 
-    async def _take_part(self) -> tuple[memoryview, int]:
+    def _take_part(self) -> tuple[memoryview, int]:
         buf, filled = self._buf, self._filled
         self._buf, self._filled = None, 0
         reserved, self._reserved = self._reserved, 0
@@ -244,7 +244,7 @@ class ObjectWriter:
         return await asyncio.to_thread(self._digest, data)
 
     async def _send_part(self) -> None:
-        data, reserved = await self._take_part()
+        data, reserved = self._take_part()
         try:
             if self._upload_id is None:
                 self._upload_id = await self._settle(
@@ -319,7 +319,7 @@ class ObjectWriter:
 
     async def _finish(self) -> UploadResult:
         if self._upload_id is None:
-            data, reserved = await self._take_part()
+            data, reserved = self._take_part()
             try:
                 crc = await self._hash_in_order(data, self._hash_chain)
                 self._verify()

@@ -39,8 +39,7 @@ from tests.conftest import make_settings
 KiB = 1024
 MiB = 1024 * KiB
 # The gateway's part size here. S3's minimum: SeaweedFS 4.48 enforces it too
-# (CompleteMultipartUpload answers EntityTooSmall for smaller parts), so
-# S3GATE_ALLOW_SMALL_PARTS would only turn a quick test into a failing one.
+# (CompleteMultipartUpload answers EntityTooSmall for smaller parts).
 PART = 5 * MiB
 
 _names = itertools.count()
