@@ -26,9 +26,30 @@ if [ "$have" != "$want" ] && [ "$have" != "${want%\[test\]}[test]" ]; then
     echo "$want" > "$stamp"
 fi
 
+# The system programs the test suite drives for real (Debian/Ubuntu package names).
+system_pieces() {
+    local need=() cmd pkg
+    for pair in nginx:nginx curl:curl wget:wget openssl:openssl; do
+        cmd=${pair%%:*} pkg=${pair#*:}
+        command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || need+=("$pkg")
+    done
+    [ ${#need[@]} -eq 0 ] && return 0
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "run.sh: installing ${need[*]} (apt-get)" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${need[@]}"
+    else
+        echo "run.sh: the tests need ${need[*]}; install them first:" >&2
+        echo "    sudo apt-get install -y --no-install-recommends ${need[*]}" >&2
+        exit 1
+    fi
+}
+
 case "$mode" in
     test)
         shift
+        system_pieces
         exec "$VENV/bin/python" -m pytest "$@"
         ;;
     serve)

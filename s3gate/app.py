@@ -11,6 +11,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -19,7 +20,9 @@ from . import settings as settings_mod
 from .http import middlewares, routes
 from .http.accesslog import AccessLogger
 from .http.authn import setup_auth
+from .http.cursors import CursorBox
 from .http.links import LinkSigner
+from .http.server import GatewayRunner
 from .http.uploads import UploadRegistry
 from .memory import pin_mmap_threshold
 from .settings import Settings
@@ -38,21 +41,21 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _links_ctx(app: web.Application) -> AsyncIterator[None]:
     path = Path(app[keys.SETTINGS].data_dir) / "link-signing.key"
-    app[keys.LINKS] = await asyncio.to_thread(LinkSigner.load_or_create, path)
+    app[keys.LINKS] = signer = await asyncio.to_thread(LinkSigner.load_or_create, path)
+    app[keys.CURSORS] = CursorBox(signer.derive("listing-cursors"))
     yield
 
 
 async def _journal_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     app[keys.JOURNAL] = journal = await asyncio.to_thread(UploadJournal, Path(settings.data_dir) / "uploads")
-    sweeper = None
-    if settings.abort_stale_uploads_hours > 0:
-        sweeper = asyncio.create_task(sweep_forever(journal, app[keys.STORAGE], settings.abort_stale_uploads_hours))
+    # From start-up on: abort the uploads no live request owns (a worker killed
+    # mid-upload, an abort that failed while S3 was down); stale ones too if set.
+    sweeper = asyncio.create_task(sweep_forever(journal, app[keys.STORAGE], settings.abort_stale_uploads_hours))
     yield
-    if sweeper is not None:
-        sweeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sweeper
+    sweeper.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await sweeper
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -61,6 +64,7 @@ def create_app(settings: Settings) -> web.Application:
         # Only read()/post()/json() honour this; uploads stream and have their own limits.
         client_max_size=1024 * 1024,
     )
+    app.on_response_prepare.append(middlewares.stamp_request_id)  # X-Request-Id on streamed responses too
     app[keys.SETTINGS] = settings
     app[keys.BUDGET] = MemoryBudget(settings.upload_memory_budget)
     app[keys.UPLOADS] = UploadRegistry()
@@ -92,8 +96,12 @@ async def app_factory() -> web.AppRunner:
     settings = settings_mod.load()
     configure_logging(settings)
     pin_mmap_threshold()
-    app = create_app(settings)
-    return web.AppRunner(
+    return make_runner(create_app(settings), settings)
+
+
+def make_runner(app: web.Application, settings: Settings, **kwargs: Any) -> GatewayRunner:
+    """The runner production uses (tests serve the app through it too)."""
+    return GatewayRunner(
         app,
         shutdown_timeout=settings.shutdown_timeout,
         access_log=logging.getLogger("s3gate.access"),
@@ -101,4 +109,5 @@ async def app_factory() -> web.AppRunner:
         # The request body reader's base buffer: with READ_CHUNK it bounds what
         # every upload connection holds outside the upload budget.
         read_bufsize=16 * 1024,
+        **kwargs,
     )

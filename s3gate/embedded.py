@@ -5,10 +5,30 @@ benchmarks. Data lives in DATA_DIR/seaweedfs and survives restarts; the S3
 credentials are random, generated once and kept in DATA_DIR/embedded-s3.json
 (mode 0600). Telemetry, the admin UI and WebDAV are off; every port binds to
 127.0.0.1.
+
+Only the S3 API, with those credentials, may read or write objects. Loopback
+is not a boundary (any local user can connect), and `weed mini` serves data
+on its other ports to anyone by default, so each start writes a fresh
+``security.toml`` into the working directory (the data dir), mode 0600:
+
+- ``-disableHttp``: the filer's HTTP API (and its unix socket) is off, and the
+  master's HTTP API answers only its status page: no ``/submit``, no
+  ``/dir/assign``, no ``/col/delete`` (which drops a bucket's volumes).
+- JWT signing (``jwt.signing`` / ``.read``, ``jwt.filer_signing`` / ``.read``):
+  the volume server, whose HTTP port S3 itself uses for the bytes, refuses
+  reads, writes and deletes without a token minted from these random keys.
+- gRPC mutual TLS (``[grpc]``): every gRPC port (master, volume, filer, S3,
+  admin; TCP and the unix sockets weed puts in /tmp) accepts only clients
+  with a certificate from a private CA made for this start. Without it,
+  ``weed shell`` lists, reads and deletes everything.
+
+tests/integration/test_embedded_ports.py tries every port the process listens on.
 """
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import json
 import os
 import secrets
@@ -36,6 +56,10 @@ def weed_binary() -> str:
 
 def _port_free(port: int) -> bool:
     with socket.socket() as s:
+        # As servers bind (Go sets SO_REUSEADDR on listeners): a port whose last
+        # connections sit in TIME-WAIT after a stop is free for them, so `./run.sh`
+        # can start again at once on the same port.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -77,6 +101,93 @@ class Credentials:
         return creds
 
 
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        os.fchmod(fh.fileno(), 0o600)  # an older file may have had another mode
+        fh.write(data)
+
+
+# The [grpc.*] sections of security.toml (weed scaffold -config=security):
+# one certificate serves every component, as server and as client.
+GRPC_SECTIONS = ("master", "volume", "filer", "s3", "msg_broker", "msg_agent", "admin", "worker", "mq", "client")
+JWT_SECTIONS = ("signing", "signing.read", "filer_signing", "filer_signing.read")
+
+
+def write_security(data_dir: Path) -> Path:
+    """A fresh security.toml (JWT keys, gRPC mTLS material) in data_dir; returns its path.
+
+    New keys and certificates on every start: only this weed process (and a
+    `weed shell` run from data_dir) ever needs them, and tokens live 10 s.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    tls = data_dir / "security"
+    tls.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(tls, 0o700)
+    now = datetime.datetime.now(datetime.UTC)
+    start, end = now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=3650)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "s3gate embedded SeaweedFS CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "seaweedfs")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    _write_private(tls / "ca.crt", ca.public_bytes(pem))
+    _write_private(tls / "weed.crt", cert.public_bytes(pem))
+    _write_private(
+        tls / "weed.key",
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+    )
+    # The CA's key is never written: nobody can mint another client certificate.
+    lines = []
+    for name in JWT_SECTIONS:
+        lines += [f"[jwt.{name}]", f'key = "{secrets.token_hex(32)}"', "expires_after_seconds = 10", ""]
+    lines += ["[access]", "ui = false", "", "[grpc]", f"ca = {json.dumps(str(tls / 'ca.crt'))}", ""]
+    for name in GRPC_SECTIONS:
+        lines += [
+            f"[grpc.{name}]",
+            f"cert = {json.dumps(str(tls / 'weed.crt'))}",
+            f"key = {json.dumps(str(tls / 'weed.key'))}",
+            "",
+        ]
+    path = data_dir / "security.toml"
+    _write_private(path, "\n".join(lines).encode())
+    return path
+
+
 class SeaweedFS:
     """One `weed mini` process. Use as a context manager or call start()/stop()."""
 
@@ -95,13 +206,17 @@ class SeaweedFS:
         self.buckets = buckets
         self.log_path = log_path or self.data_dir / "seaweedfs.log"
         self.process: subprocess.Popen[bytes] | None = None
+        # master, volume, filer, admin: chosen at the first start, kept for restarts.
+        self._ports: tuple[int, int, int, int] | None = None
 
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.s3_port}"
 
     def command(self) -> list[str]:
-        master, volume, filer = _low_port(), _low_port(), _low_port()
+        if self._ports is None:
+            self._ports = (_low_port(), _low_port(), _low_port(), _low_port())
+        master, volume, filer, admin = self._ports
         logs = self.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         cmd = [
@@ -120,6 +235,12 @@ class SeaweedFS:
             f"-master.port={master}",
             f"-volume.port={volume}",
             f"-filer.port={filer}",
+            # Its default (23646) is shared by every weed on the machine.
+            f"-admin.port={admin}",
+            # No filer HTTP API, no master HTTP API: S3 reaches both over gRPC
+            # (mTLS, security.toml). The volume server's HTTP stays (S3 moves the
+            # bytes over it) and checks a JWT on every read, write and delete.
+            "-disableHttp",
         ]
         # Unix sockets default to /tmp/seaweedfs-*.sock: keep them with the data
         # (when the path fits a socket address, 108 bytes).
@@ -130,7 +251,7 @@ class SeaweedFS:
         return cmd
 
     def start(self, timeout: float = 60.0) -> SeaweedFS:
-        from .http.paths import check_bucket  # the same rules the gateway applies
+        from .http.paths import MAX_KEY_BYTES, check_bucket  # the same rules the gateway applies
 
         for bucket in self.buckets:
             check_bucket(bucket)
@@ -142,9 +263,14 @@ class SeaweedFS:
                 f"port {self.s3_port} (or its gRPC twin {self.s3_port + 10000}) is in use; "
                 "set S3GATE_EMBEDDED_S3_PORT=0 to pick a free one"
             )
-        env = dict(os.environ)
+        write_security(self.data_dir)  # read from the working directory
+        # A WEED_* variable wins over security.toml: the store is configured here only.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WEED_")}
         env["AWS_ACCESS_KEY_ID"] = self.credentials.access_key
         env["AWS_SECRET_ACCESS_KEY"] = self.credentials.secret_key
+        # filer.toml's max_file_name_length (255 by default) caps each '/'-separated
+        # segment of a key; S3 allows one segment to be the whole 1,024-byte key.
+        env["WEED_FILER_OPTIONS_MAX_FILE_NAME_LENGTH"] = str(MAX_KEY_BYTES)
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             self.command(),
@@ -212,6 +338,10 @@ class SeaweedFS:
             return True
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
             return False
+
+    def exited(self) -> int | None:
+        """The exit code if the process has ended (and reap it), else None."""
+        return None if self.process is None else self.process.poll()
 
     def stop(self, timeout: float = 15.0) -> None:
         proc, self.process = self.process, None

@@ -89,6 +89,12 @@ class ClientGone(GatewayError):
     status, code, default_message = 400, "client_gone", "client disconnected"
 
 
+class UnsupportedTransferCoding(GatewayError):
+    """RFC 9112 §6.1: a request in a transfer coding the server does not decode is 501."""
+
+    status, code, default_message = 501, "not_implemented", "transfer coding not supported"
+
+
 class StorageError(GatewayError):
     status, code, default_message = 502, "storage_error", "storage failed"
 

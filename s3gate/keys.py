@@ -13,6 +13,7 @@ SETTINGS = web.AppKey("settings", "Settings")
 STORAGE = web.AppKey("storage", "Storage")
 BUDGET = web.AppKey("budget", "MemoryBudget")
 LINKS = web.AppKey("links", "LinkSigner")
+CURSORS = web.AppKey("cursors", "CursorBox")  # seals listing cursors; key derived from the link key
 UPLOADS = web.AppKey("uploads", "UploadRegistry")
 JOURNAL = web.AppKey("journal", "UploadJournal")
 # Installed by the auth room; absent when auth is switched off (see http/access.py).

@@ -3,6 +3,14 @@
 Both children run in their own sessions, so Ctrl-C reaches only this process,
 which then stops them in order: gunicorn first (uploads abort, downloads get
 shutdown_timeout to finish), the embedded S3 last.
+
+Every setting is checked before anything starts (one line, exit 2). If the
+embedded S3 dies, it is reaped and started again on the same port with the
+same credentials, after a pause that doubles with each death; if it dies
+more than MAX_STORE_DEATHS times in STORE_DEATH_WINDOW seconds, or cannot be
+started again, gunicorn is stopped and `serve` exits 1, so a service manager
+(systemd's Restart=on-failure, a container's restart policy) sees the failure
+and its own limits and alerts apply.
 """
 
 from __future__ import annotations
@@ -12,15 +20,24 @@ import ipaddress
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from . import settings as settings_mod
 from .embedded import Credentials, SeaweedFS
-from .errors import ConfigError
+from .errors import ConfigError, GatewayError
 
 log = logging.getLogger("s3gate.launcher")
+
+# How often the launcher looks at its children.
+POLL_SECONDS = 0.5
+# The embedded S3's restarts: a pause of 1, 2, 4 ... up to 30 s after each death;
+# more deaths than this within the window and the launcher gives up (exit 1).
+RESTART_DELAY_FIRST, RESTART_DELAY_MAX = 1.0, 30.0
+MAX_STORE_DEATHS, STORE_DEATH_WINDOW = 5, 600.0
 
 
 def register(subparsers) -> None:
@@ -61,12 +78,41 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def check_before_start(settings: settings_mod.Settings) -> None:
+    """What Settings.check cannot see alone: the auth room's settings, the bucket name, the address."""
+    try:
+        from .auth.config import check as check_auth
+    except ImportError:
+        pass
+    else:
+        check_auth(settings)
+    if settings.embedded:
+        from .http.paths import check_bucket
+
+        try:
+            check_bucket(settings.default_bucket)
+        except GatewayError as exc:
+            raise ConfigError(f"default_bucket: {exc.message}") from None
+    try:
+        infos = socket.getaddrinfo(settings.host, settings.port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise ConfigError(f"host: cannot resolve {settings.host!r} ({exc})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise ConfigError(f"host/port: cannot listen on {settings.host}:{settings.port} ({exc.strerror})") from None
+
+
 def serve(args: argparse.Namespace) -> int:
     overrides = {
         k: v for k, v in (("host", args.host), ("port", args.port), ("workers", args.workers)) if v is not None
     }
     try:
         settings = settings_mod.load(**overrides)
+        check_before_start(settings)
     except ConfigError as exc:
         print(f"s3gate: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -92,7 +138,7 @@ def serve(args: argparse.Namespace) -> int:
         print(f"s3gate: starting embedded SeaweedFS (data in {seaweed.data_dir}) ...", flush=True)
         try:
             seaweed.start()
-        except RuntimeError as exc:
+        except (RuntimeError, OSError) as exc:
             print(f"s3gate: {exc}", file=sys.stderr)
             return 1
         env.update(
@@ -106,7 +152,7 @@ def serve(args: argparse.Namespace) -> int:
         bootstrap_auth(settings, env)
         gunicorn = subprocess.Popen(gunicorn_argv(settings), env=env, start_new_session=True)
         print(f"s3gate: listening on http://{settings.host}:{settings.port}/  (Ctrl-C stops)", flush=True)
-        return _supervise(gunicorn, settings)
+        return _supervise(gunicorn, settings, StoreKeeper(seaweed) if seaweed else None)
     finally:
         if seaweed is not None:
             seaweed.stop()
@@ -122,27 +168,84 @@ def bootstrap_auth(settings: settings_mod.Settings, env: dict[str, str]) -> None
     bootstrap.run(settings, env)
 
 
-def _supervise(gunicorn: subprocess.Popen[bytes], settings: settings_mod.Settings) -> int:
-    stopping = False
+class StoreKeeper:
+    """Restarts the embedded S3 when it dies; says when to give up."""
 
-    def forward(signum: int, frame: object) -> None:
+    def __init__(self, seaweed: SeaweedFS, clock=time.monotonic):
+        self.seaweed = seaweed
+        self.clock = clock
+        self.deaths: list[float] = []
+        self.restart_at: float | None = None
+
+    def check(self) -> bool:
+        """Called every POLL_SECONDS; False when the store cannot be kept up."""
+        now = self.clock()
+        if self.restart_at is None:
+            code = self.seaweed.exited()  # reaps it: no zombie
+            if code is None:
+                return True
+            self.deaths = [t for t in self.deaths if now - t < STORE_DEATH_WINDOW] + [now]
+            if len(self.deaths) > MAX_STORE_DEATHS:
+                print(
+                    f"s3gate: the embedded S3 died {len(self.deaths)} times in {STORE_DEATH_WINDOW:.0f} s "
+                    f"(last exit code {code}); giving up, see {self.seaweed.log_path}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                return False
+            delay = min(RESTART_DELAY_FIRST * 2 ** (len(self.deaths) - 1), RESTART_DELAY_MAX)
+            print(
+                f"s3gate: the embedded S3 exited with code {code}; starting it again in {delay:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+            self.restart_at = now + delay
+        if now < self.restart_at:
+            return True
+        self.restart_at = None
+        try:
+            self.seaweed.start()  # same port, same credentials, same data
+        except (RuntimeError, OSError) as exc:
+            print(f"s3gate: the embedded S3 did not start again: {exc}", file=sys.stderr, flush=True)
+            return False
+        print(f"s3gate: embedded S3 ready again at {self.seaweed.endpoint}", flush=True)
+        return True
+
+
+def _supervise(
+    gunicorn: subprocess.Popen[bytes], settings: settings_mod.Settings, keeper: StoreKeeper | None = None
+) -> int:
+    stopping = False
+    failed = False
+
+    def stop(kill: bool = False) -> None:
         nonlocal stopping
         if not stopping:
             stopping = True
             print("\ns3gate: stopping (uploads in flight are aborted) ...", flush=True)
             gunicorn.send_signal(signal.SIGTERM)
-        else:  # second Ctrl-C: don't wait
+        elif kill:  # second Ctrl-C: don't wait
             gunicorn.kill()
+
+    def forward(signum: int, frame: object) -> None:
+        stop(kill=True)
 
     old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         while True:
             try:
-                code = gunicorn.wait()
+                code = gunicorn.wait(POLL_SECONDS)
                 break
+            except subprocess.TimeoutExpired:
+                pass
             except KeyboardInterrupt:
                 continue
+            if keeper is not None and not stopping and not keeper.check():
+                failed = True
+                stop()
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
+    if failed:
+        return 1
     return 0 if stopping else code

@@ -8,8 +8,13 @@ environment wins. ``tests/test_docs.py`` checks that each one is documented.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import ipaddress
+import math
 import os
+import re
 import tomllib
+import urllib.parse
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -24,6 +29,33 @@ S3_MIN_PART = 5 * MiB
 S3_MAX_PART = 5 * GiB
 S3_MAX_PARTS = 10_000
 S3_MAX_OBJECT = 5 * 1024 * GiB
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")  # logging's and gunicorn's names
+# The embedded S3's gRPC twin listens 10,000 ports higher.
+MAX_EMBEDDED_S3_PORT = 65535 - 10000
+# Environment variables with the S3GATE_ prefix that are not settings.
+NOT_SETTINGS = ("S3GATE_CONFIG",)
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)", re.ASCII)
+
+
+def valid_host(host: str) -> bool:
+    """An IP address or a syntactically valid host name (RFC 1123); whether it binds is the launcher's check."""
+    try:
+        ipaddress.ip_address(host.removeprefix("[").removesuffix("]"))
+        return True
+    except ValueError:
+        pass
+    return 0 < len(host) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in host.rstrip(".").split("."))
+
+
+def _valid_url(url: str) -> bool:
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def setting(default: Any, help: str, *, secret: bool = False) -> Any:
@@ -76,7 +108,10 @@ class Settings:
         "What /downloads3/ hands out: s3 (presigned S3 URL), gateway (gateway-signed link to the proxy path) or auto (s3 when s3_public_endpoint is set or the endpoint is not on loopback).",
     )
     link_expiry: int = setting(3600, "Lifetime in seconds of presigned URLs and gateway-signed links.")
-    download_chunk: int = setting(1 * MiB, "Bytes per read from S3 when proxying downloads.")
+    download_chunk: int = setting(
+        1 * MiB,
+        "Bytes per read from S3 when proxying downloads; each download charges 4x this to upload_memory_budget.",
+    )
 
     # -- uploads
     part_size: int = setting(
@@ -86,7 +121,7 @@ class Settings:
     parts_in_flight: int = setting(2, "Parts of one upload sent to S3 concurrently.")
     upload_memory_budget: int = setting(
         256 * MiB,
-        "Bytes of upload buffers per worker. When used up, further uploads wait (TCP backpressure); they do not fail.",
+        "Bytes of upload and proxied-download buffers per worker (a download holds 4 x download_chunk + 256 KiB, less for small objects). When used up, further uploads and downloads wait (TCP backpressure); they do not fail.",
     )
     max_upload_bytes: int = setting(0, "Largest accepted upload in bytes (413 above it); 0 = S3's own limit (5 TiB).")
     max_form_files: int = setting(1000, "Most files accepted in one multipart/form-data request.")
@@ -119,7 +154,7 @@ class Settings:
     )
     password_cache_ttl: int = setting(
         60,
-        "Seconds a worker remembers a verified Basic password (as a keyed hash in memory), so curl and wget are not slowed by argon2 on every request; 0 = verify every time. A password change or disabling the user takes effect at once regardless.",
+        "Seconds a verified Basic password stays proven for the client address that proved it, counted from its last use: every worker then accepts it without argon2, and a lock on the user name (someone else guessing) does not apply to it. Kept in the users database as a keyed hash (key in <data_dir>/password-proof.key), never the password. 0 = verify every time. A password change or disabling the user takes effect at once regardless.",
     )
     login_delay: float = setting(
         1.0,
@@ -146,6 +181,34 @@ class Settings:
     # ----------------------------------------------------------------------
     def check(self) -> Settings:
         problems = []
+        if not valid_host(self.host):
+            problems.append(f"host must be an IP address or a host name, got {self.host!r}")
+        if not 1 <= self.port <= 65535:
+            problems.append("port must be between 1 and 65535")
+        if self.workers < 0:
+            problems.append("workers must be >= 0 (0 = one per CPU core)")
+        if not self.data_dir:
+            problems.append("data_dir must not be empty")
+        if self.log_level.lower() not in LOG_LEVELS:
+            problems.append(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+        for name in ("public_url", "s3_endpoint", "s3_public_endpoint"):
+            value = getattr(self, name)
+            if value and not _valid_url(value):
+                problems.append(f"{name} must be an http:// or https:// URL, got {value!r}")
+        if not 0 <= self.embedded_s3_port <= MAX_EMBEDDED_S3_PORT:
+            problems.append(f"embedded_s3_port must be between 0 and {MAX_EMBEDDED_S3_PORT} (its gRPC port is 10000 higher)")
+        if self.s3_max_connections < 1:
+            problems.append("s3_max_connections must be at least 1")
+        if not self.s3_timeout > 0:
+            problems.append("s3_timeout must be > 0")
+        if self.download_chunk < 1:
+            problems.append("download_chunk must be at least 1 byte")
+        if self.max_form_files < 1:
+            problems.append("max_form_files must be at least 1")
+        if not self.shutdown_timeout > 0:
+            problems.append("shutdown_timeout must be > 0")
+        if not self.abort_stale_uploads_hours >= 0:
+            problems.append("abort_stale_uploads_hours must be >= 0")
         if self.download_mode not in ("proxy", "redirect"):
             problems.append("download_mode must be proxy or redirect")
         if self.link_mode not in ("auto", "s3", "gateway"):
@@ -195,21 +258,34 @@ def _coerce(name: str, kind: Any, raw: Any) -> Any:
         if text in ("0", "false", "no", "off", ""):
             return False
         raise ConfigError(f"{name}: expected true/false, got {raw!r}")
-    if kind in (int, float) and isinstance(raw, str):
-        raw = raw.strip().replace("_", "")
-        suffixes = {"k": 1024, "m": MiB, "g": GiB, "t": 1024 * GiB}
-        mult = 1
-        low = raw.lower().removesuffix("ib").removesuffix("b")
-        if low and low[-1] in suffixes:
-            mult, low = suffixes[low[-1]], low[:-1]
+    if kind in (int, float):
         try:
-            return kind(float(low) * mult) if mult != 1 else kind(low)
-        except ValueError:
+            value = _number(kind, raw)
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"{name}: expected a number, got {raw!r}") from None
+        if not math.isfinite(value):
+            raise ConfigError(f"{name}: expected a finite number, got {raw!r}")
+        return value
     try:
         return kind(raw)
     except (TypeError, ValueError):
         raise ConfigError(f"{name}: expected {kind.__name__}, got {raw!r}") from None
+
+
+def _number(kind: type, raw: Any) -> int | float:
+    if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
+        raise TypeError(raw)
+    if not isinstance(raw, str):
+        return kind(raw)
+    raw = raw.strip().replace("_", "")
+    if not raw.isascii():  # int() and float() also take other scripts' digits
+        raise ValueError(raw)
+    suffixes = {"k": 1024, "m": MiB, "g": GiB, "t": 1024 * GiB}
+    mult = 1
+    low = raw.lower().removesuffix("ib").removesuffix("b")
+    if low and low[-1] in suffixes:
+        mult, low = suffixes[low[-1]], low[:-1]
+    return kind(float(low) * mult) if mult != 1 else kind(low)
 
 
 def config_path(environ: dict[str, str] | None = None) -> Path | None:
@@ -235,16 +311,34 @@ def load(environ: dict[str, str] | None = None, *, use_file: bool = True, **over
         data = data.get("s3gate", data)
         values.update(data)
     known = {f.name: f for f in fields(Settings)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown setting(s) in {path}: {_suggest(unknown, known)}")
+    # A typo in a variable name (S3GATE_MAX_UPLOD_BYTES) must not silently leave the default.
+    unknown = sorted(
+        key for key in env if key.startswith("S3GATE_") and key not in NOT_SETTINGS and key[7:].lower() not in known
+    )
+    if unknown:
+        names = [f"S3GATE_{n.upper()}" for n in known] + list(NOT_SETTINGS)
+        raise ConfigError(f"unknown setting(s) in the environment: {_suggest(unknown, names)}")
     for name in known:
         key = f"S3GATE_{name.upper()}"
         if key in env:
             values[name] = env[key]
     values.update(overrides)
-    unknown = set(values) - set(known)
+    unknown = sorted(set(values) - set(known))
     if unknown:
-        raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        raise ConfigError(f"unknown setting(s): {_suggest(unknown, known)}")
     typed = {n: _coerce(n, known[n].type, v) for n, v in values.items()}
     return Settings(**typed).check()
+
+
+def _suggest(unknown: list[str], known) -> str:
+    out = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, list(known), n=1)
+        out.append(f"{name} (did you mean {close[0]}?)" if close else name)
+    return ", ".join(out)
 
 
 def replace(settings: Settings, **changes: Any) -> Settings:

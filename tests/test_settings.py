@@ -67,3 +67,53 @@ def test_every_setting_documented_in_readme_and_example():
 def test_example_config_loads_and_equals_defaults():
     s = settings_mod.load({"S3GATE_CONFIG": str(ROOT / "config" / "s3gate.example.toml")})
     assert s == settings_mod.load({}, use_file=False)
+
+
+@pytest.mark.parametrize(
+    "env,message",
+    [
+        ({"S3GATE_LOG_LEVEL": "loud"}, "log_level must be one of"),
+        ({"S3GATE_WORKERS": "-1"}, "workers must be >= 0"),
+        ({"S3GATE_HOST": "not a host"}, "host must be"),
+        ({"S3GATE_HOST": "-bad-.example"}, "host must be"),
+        ({"S3GATE_PORT": "0"}, "port must be between"),
+        ({"S3GATE_PORT": "70000"}, "port must be between"),
+        ({"S3GATE_EMBEDDED_S3_PORT": "60000"}, "embedded_s3_port"),
+        ({"S3GATE_S3_ENDPOINT": "localhost:9000"}, "s3_endpoint must be an http"),
+        ({"S3GATE_PUBLIC_URL": "https://files.example.org:port/"}, "public_url must be an http"),
+        ({"S3GATE_PART_SIZE": "1e400"}, "part_size: expected a number"),
+        ({"S3GATE_S3_TIMEOUT": "nan"}, "s3_timeout: expected a finite number"),
+        ({"S3GATE_S3_TIMEOUT": "0"}, "s3_timeout must be > 0"),
+        ({"S3GATE_PORT": "٥٠٠٠"}, "port: expected a number"),  # Arabic-Indic digits
+        ({"S3GATE_S3_MAX_CONNECTIONS": "0"}, "s3_max_connections"),
+        ({"S3GATE_MAX_FORM_FILES": "0"}, "max_form_files"),
+        ({"S3GATE_DOWNLOAD_CHUNK": "0"}, "download_chunk"),
+        ({"S3GATE_ABORT_STALE_UPLOADS_HOURS": "-1"}, "abort_stale_uploads_hours"),
+    ],
+)
+def test_every_setting_is_checked(env, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        settings_mod.load(env, use_file=False)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "[::1]", "0.0.0.0", "localhost", "files.example.org"])
+def test_good_hosts_pass(host):
+    assert settings_mod.load({"S3GATE_HOST": host}, use_file=False).host == host
+
+
+def test_log_level_any_case():
+    assert settings_mod.load({"S3GATE_LOG_LEVEL": "WARNING"}, use_file=False).log_level == "WARNING"
+
+
+def test_unknown_variable_is_refused_like_an_unknown_key():
+    with pytest.raises(ConfigError, match=r"S3GATE_MAX_UPLOD_BYTES \(did you mean S3GATE_MAX_UPLOAD_BYTES\?\)"):
+        settings_mod.load({"S3GATE_MAX_UPLOD_BYTES": "1"}, use_file=False)
+    # Not settings, but s3gate's own: the config file's path.
+    assert settings_mod.load({"S3GATE_CONFIG": "/nonexistent.toml"}, use_file=False).port == 5000
+
+
+def test_unknown_key_in_file_gets_a_suggestion(tmp_path):
+    cfg = tmp_path / "s.toml"
+    cfg.write_text("[s3gate]\npart_sise = 1\n")
+    with pytest.raises(ConfigError, match=r"part_sise \(did you mean part_size\?\)"):
+        settings_mod.load({"S3GATE_CONFIG": str(cfg)})

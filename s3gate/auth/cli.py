@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import getpass
 import json
 import os
@@ -24,10 +23,10 @@ from ..errors import ConfigError, GatewayError
 from . import audit
 from .audit import AuditSink
 from .bootstrap import run_sync
-from .config import AuthConfig, check, parse_duration
+from .config import AuthConfig, check, parse_duration, utc_time
 from .rules import Rule, RuleError, parse_actions, parse_target
 from .service import AuthService
-from .store import ANONYMOUS
+from .store import ANONYMOUS, database_path
 
 
 class CommandError(Exception):
@@ -47,12 +46,25 @@ def _operator() -> str:
         return str(os.getuid())
 
 
-def _run(work: Callable[[AuthService], Awaitable[int]]) -> int:
-    """Open the store, run ``work``, close; turn domain errors into messages and exit codes."""
+def _run(work: Callable[[AuthService], Awaitable[int]], *, create: bool = False) -> int:
+    """Open the store, run ``work``, close; turn domain errors into messages and exit codes.
+
+    Only ``create`` commands (users add) may create the database: one that reads or
+    changes existing users, run from the wrong directory, must not answer from a
+    new empty one ("nothing was locked").
+    """
     try:
         config: AuthConfig = check(_settings())
+        path = database_path(config.data_dir, config.users_db)
     except ConfigError as exc:
         print(f"s3gate: configuration error: {exc}", file=sys.stderr)
+        return 2
+    if not create and not path.exists():
+        print(
+            f"s3gate: no users database at {path.resolve()}: set S3GATE_DATA_DIR (or users_db) to the gateway's, "
+            "or run this where the gateway runs",
+            file=sys.stderr,
+        )
         return 2
 
     async def main() -> int:
@@ -101,7 +113,7 @@ def read_password(args: argparse.Namespace, name: str) -> str | None:
 def _ts(value: float | None) -> str:
     if value is None:
         return "-"
-    return dt.datetime.fromtimestamp(value, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return utc_time(value).strftime("%Y-%m-%d %H:%M UTC")  # clamped: any stored value lists
 
 
 def _table(rows: list[list[str]]) -> str:
@@ -130,7 +142,7 @@ def cmd_add(args: argparse.Namespace) -> int:
         print(f"created {role} {user.name}{' (no password: tokens only)' if password is None else ''}{hint}")
         return 0
 
-    return _run(work)
+    return _run(work, create=True)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -326,8 +338,8 @@ def cmd_token_list(args: argparse.Namespace) -> int:
                     "label": t.label,
                     "state": t.state(now),
                     "created": _ts(t.created_at),
-                    "expires": _ts(t.expires_at) if t.expires_at else None,
-                    "last_used": _ts(t.last_used_at) if t.last_used_at else None,
+                    "expires": _ts(t.expires_at) if t.expires_at is not None else None,
+                    "last_used": _ts(t.last_used_at) if t.last_used_at is not None else None,
                     "scope": [str(r) for r in t.scope] if t.scope is not None else None,
                 }
                 for t in tokens
@@ -342,7 +354,7 @@ def cmd_token_list(args: argparse.Namespace) -> int:
                     t.id,
                     t.owner,
                     t.state(now),
-                    _ts(t.expires_at) if t.expires_at else "never",
+                    _ts(t.expires_at) if t.expires_at is not None else "never",
                     _ts(t.last_used_at),
                     scope,
                     t.label or "-",

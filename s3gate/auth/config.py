@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
+import math
+import re
 from dataclasses import dataclass
 
 from ..errors import ConfigError
@@ -98,24 +101,52 @@ def open_warning(settings) -> str | None:
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
+_DURATION_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhdwy]?)", re.ASCII)
+# The longest lifetime a token may be given ("never" is the way to say forever).
+# Far enough for any real use, near enough that every expiry is a date clients can print.
+MAX_DURATION = 100 * _UNITS["y"]
+_DURATION_HELP = "use e.g. 3600, 90m, 12h, 30d, 1y (at most 100y) or never"
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def parse_duration(text: str | int | float | None) -> float | None:
-    """'30d', '12h', '90m', '3600' (seconds), 'never'/'' -> None."""
+    """'30d', '12h', '90m', '3600' (seconds), 'never'/'' -> None; ValueError past MAX_DURATION."""
     if text is None:
         return None
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        seconds = float(text)
+    if isinstance(text, bool):
+        raise ValueError(f"bad duration {_shown(text)}: {_DURATION_HELP}")
+    if isinstance(text, int):
+        seconds = float(max(min(text, MAX_DURATION + 1), -1))  # a huge int overflows float(): clamp first
+    elif isinstance(text, float):
+        seconds = text
     else:
         raw = str(text).strip().lower()
         if raw in ("", "never", "none"):
             return None
-        unit = raw[-1] if raw[-1] in _UNITS else "s"
-        number = raw[:-1] if raw[-1] in _UNITS else raw
-        try:
-            seconds = float(number) * _UNITS[unit]
-        except ValueError:
-            raise ValueError(f"bad duration {text!r}: use e.g. 3600, 90m, 12h, 30d, 1y or never") from None
+        # ASCII digits only: float() would also take '1_0', 'nan', 'inf', '1e400' and other scripts' digits.
+        match = _DURATION_RE.fullmatch(raw)
+        if not match:
+            raise ValueError(f"bad duration {_shown(text)}: {_DURATION_HELP}")
+        seconds = float(match[1]) * _UNITS[match[2] or "s"]
+    if not math.isfinite(seconds) or seconds > MAX_DURATION:  # JSON's 1e400 arrives as inf
+        raise ValueError(f"bad duration {_shown(text)}: at most {MAX_DURATION} seconds (100y); for no expiry use never")
     if seconds <= 0:
-        raise ValueError(f"bad duration {text!r}: must be positive")
+        raise ValueError(f"bad duration {_shown(text)}: must be positive")
     return seconds
+
+
+_MIN_TS = dt.datetime.min.replace(tzinfo=dt.UTC).timestamp()
+_MAX_TS = dt.datetime.max.replace(tzinfo=dt.UTC).timestamp()
+
+
+def utc_time(ts: float) -> dt.datetime:
+    """A stored timestamp as a UTC datetime; out-of-range values (old rows, inf) are clamped, never raised."""
+    if not ts < _MAX_TS:  # also NaN
+        return dt.datetime.max.replace(tzinfo=dt.UTC)
+    if ts <= _MIN_TS:
+        return dt.datetime.min.replace(tzinfo=dt.UTC)
+    return dt.datetime.fromtimestamp(ts, dt.UTC)

@@ -38,10 +38,14 @@ def normalize_host(host: str, scheme: str = "http") -> str | None:
     return host_of(f"{scheme}://{host}")
 
 
-def refusal(method: str, headers: Mapping[str, str], own_hosts: Iterable[str]) -> str | None:
-    """Why this request must be refused as cross-site, or None if it may go on."""
-    if method.upper() in SAFE_METHODS:
-        return None
+def cross_site(headers: Mapping[str, str], own_hosts: Iterable[str]) -> str | None:
+    """Why the browser says this request came from another site, or None.
+
+    ``Sec-Fetch-Site`` is sent by browsers on every request, GET included
+    (navigations, ``<img>``, ``fetch()``); ``same-origin`` and ``none`` (typed
+    in, a bookmark) are ours, ``same-site`` and ``cross-site`` are not. Older
+    browsers send only ``Origin`` (on unsafe methods and CORS requests).
+    """
     site = headers.get("Sec-Fetch-Site")
     if site is not None:
         if site.strip().lower() in ("same-origin", "none"):
@@ -53,3 +57,14 @@ def refusal(method: str, headers: Mapping[str, str], own_hosts: Iterable[str]) -
     if origin.strip() != "null" and host_of(origin) in {h for h in own_hosts if h}:
         return None
     return "cross-site request refused (Origin does not match this site)"
+
+
+def refusal(method: str, headers: Mapping[str, str], own_hosts: Iterable[str]) -> str | None:
+    """Why this request must be refused as cross-site, or None if it may go on.
+
+    Judged by method alone; routes whose GET changes state (the seed's
+    ``/deletefile``, link minting) are checked by action in ``http/access.py``.
+    """
+    if method.upper() in SAFE_METHODS:
+        return None
+    return cross_site(headers, own_hosts)

@@ -122,9 +122,34 @@ def _v2(conn: sqlite3.Connection) -> None:
             )
 
 
+V3 = [
+    # A Basic password that verified, remembered so every worker can skip argon2
+    # and the throttle for the client that proved it. ``digest`` is an HMAC of
+    # the user id and password keyed by a secret kept outside this database
+    # (data_dir/password-proof.key), so a copy of the database alone gives no
+    # fast way to test guesses. ``generation`` is a digest of the password hash
+    # the proof matched: any change of the hash voids it.
+    """CREATE TABLE password_proofs (
+        digest TEXT NOT NULL,
+        address TEXT NOT NULL,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        generation TEXT NOT NULL,
+        expires_at REAL NOT NULL,
+        PRIMARY KEY (digest, address)
+    )""",
+    "CREATE INDEX password_proofs_user ON password_proofs (user_id, address)",
+    "CREATE INDEX password_proofs_expiry ON password_proofs (expires_at)",
+]
+
+
+def _v3(conn: sqlite3.Connection) -> None:
+    _run(conn, V3)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "users, rules, sessions", _v1),
     Migration(2, "disabled users, tokens, login counters; folder prefixes", _v2),
+    Migration(3, "proven passwords shared by all workers", _v3),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -5,6 +5,11 @@ passes over 64 MiB) costs tens of milliseconds of CPU per check, so every
 hash and verify runs in a worker thread (argon2-cffi releases the GIL) and at
 most one per core runs at once, leaving the default executor to others.
 
+The queue for those slots is bounded (``HASH_QUEUE`` waiting per worker): a
+burst of first-time logins beyond it gets 503 with Retry-After at once,
+instead of making every later password check wait seconds. Proven passwords
+and tokens never take a slot, so they are answered whatever the queue holds.
+
 Unknown users are checked against a dummy hash made with the same
 parameters, so "no such user" and "wrong password" take the same time and
 give the same answer.
@@ -13,13 +18,30 @@ give the same answer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
+from collections.abc import AsyncIterator
 
 import argon2
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from ..errors import GatewayError
+
 MAX_PASSWORD_LENGTH = 1024  # longer input is refused, not hashed (no CPU games)
+# Password hashes that may wait for a slot, per worker, beyond the one running
+# per core. At tens of milliseconds a hash, the last in line waits well under
+# a second on two cores; more are refused (HashQueueFull) rather than queued.
+HASH_QUEUE = 16
+RETRY_AFTER = 1  # seconds: about the time the queue takes to drain
+
+
+class HashQueueFull(GatewayError):
+    status, code = 503, "busy"
+    default_message = "too many logins at once; try again in a moment"
+
+    def __init__(self) -> None:
+        super().__init__(headers={"Retry-After": str(RETRY_AFTER)})
 
 
 class PasswordRejected(ValueError):
@@ -28,13 +50,24 @@ class PasswordRejected(ValueError):
 
 class Passwords:
     def __init__(
-        self, min_length: int = 12, hasher: argon2.PasswordHasher | None = None, concurrency: int | None = None
+        self,
+        min_length: int = 12,
+        hasher: argon2.PasswordHasher | None = None,
+        concurrency: int | None = None,
+        queue: int = HASH_QUEUE,
     ):
         # argon2.Type.ID is the default type; spelled out because it is the point.
         self.hasher = hasher or argon2.PasswordHasher(type=argon2.Type.ID)
         self.min_length = min_length
-        self._limit = asyncio.Semaphore(concurrency or os.cpu_count() or 1)
+        self.concurrency = concurrency or os.cpu_count() or 1
+        self.queue = queue
+        self._limit = asyncio.Semaphore(self.concurrency)
+        self.pending = 0  # callers holding a slot or waiting for one
         self._dummy: str | None = None
+
+    @property
+    def full(self) -> bool:
+        return self.pending >= self.concurrency + self.queue
 
     def check_policy(self, password: str) -> None:
         if len(password) < self.min_length:
@@ -47,26 +80,37 @@ class Passwords:
     async def hash(self, password: str) -> str:
         """Check the policy and return an argon2id hash (the only form stored)."""
         self.check_policy(password)
-        async with self._limit:
+        async with self.slot():
             return await asyncio.to_thread(self.hasher.hash, password)
 
     async def rehash(self, password: str) -> str:
         """A fresh hash with today's parameters for a password that just verified (no policy check)."""
-        async with self._limit:
+        async with self.slot():
             return await asyncio.to_thread(self.hasher.hash, password)
 
     def hash_sync(self, password: str) -> str:
         self.check_policy(password)
         return self.hasher.hash(password)
 
-    def slot(self) -> asyncio.Semaphore:
-        """Held around one verification (``async with passwords.slot():`` then ``verify_in_slot``)."""
-        return self._limit
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Held around one hash (``async with passwords.slot():`` then ``verify_in_slot``).
+
+        Raises HashQueueFull (503) at once when ``queue`` callers already wait.
+        """
+        if self.full:
+            raise HashQueueFull()
+        self.pending += 1
+        try:
+            async with self._limit:
+                yield
+        finally:
+            self.pending -= 1
 
     async def verify(self, stored: str | None, password: str) -> bool:
         """True when ``password`` matches ``stored``; ``None`` (no such user) is checked against a dummy."""
         await self.dummy_hash()
-        async with self._limit:
+        async with self.slot():
             return await self.verify_in_slot(stored, password)
 
     async def verify_in_slot(self, stored: str | None, password: str) -> bool:
@@ -96,7 +140,7 @@ class Passwords:
 
     async def dummy_hash(self) -> str:
         if self._dummy is None:
-            async with self._limit:
+            async with self.slot():
                 dummy = await asyncio.to_thread(self.hasher.hash, secrets.token_urlsafe(24))
             self._dummy = self._dummy or dummy
         return self._dummy

@@ -7,27 +7,29 @@ the domain errors of ``s3gate.errors`` and the HTTP layer adds headers.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
 import re
-import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import argon2
 
 from ..errors import BadRequest, NotFound, TooManyRequests, Unauthorized
 from . import audit, credentials
-from .config import AuthConfig
-from .passwords import PasswordRejected, Passwords
+from .config import MAX_DURATION, AuthConfig
+from .passwords import HashQueueFull, PasswordRejected, Passwords
 from .rules import Rule, grants, merge, subset
-from .store import ANONYMOUS, DuplicateUser, Session, Store, Token, User, open_store
-from .throttle import Throttle
+from .store import ANONYMOUS, DuplicateUser, ProofLookup, Session, Store, Token, User, open_store
+from .throttle import Throttle, address_key
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$")
 TOKEN_TOUCH_EVERY = 60.0  # seconds between last_used_at writes for one token
-_CACHE_MAX = 10_000
+PROOF_KEY_FILE = "password-proof.key"  # in data_dir: keys the proofs, so the database alone cannot test guesses
 
 
 class InvalidCredentials(Unauthorized):
@@ -56,8 +58,12 @@ class Principal:
     def authenticated(self) -> bool:
         return self.user_id is not None
 
+    def owner_may(self, action: str, bucket: str, key: str = "") -> bool:
+        """What the user may do, before any scope narrows it."""
+        return self.admin or grants(self.rules, action, bucket, key)
+
     def may(self, action: str, bucket: str, key: str = "") -> bool:
-        if not (self.admin or grants(self.rules, action, bucket, key)):
+        if not self.owner_may(action, bucket, key):
             return False
         return all(grants(scope, action, bucket, key) for scope in self.scopes)
 
@@ -66,6 +72,11 @@ class Principal:
 
 
 ANONYMOUS_PRINCIPAL = Principal(None, "anonymous")
+
+
+def _generation(password_hash: str) -> str:
+    """Which password hash a proof matched: a new hash (change, rehash) voids older proofs."""
+    return hashlib.sha256(password_hash.encode()).hexdigest()[:32]
 
 
 def check_name(name: str) -> str:
@@ -90,10 +101,7 @@ class AuthService:
         self.passwords = passwords or Passwords(config.password_min_length)
         self.clock = clock
         self.throttle = Throttle(store, config.throttle, clock)
-        # Basic passwords verified recently: HMAC(per-process key, name + password)
-        # -> (the stored hash they matched, expiry). Never the password itself.
-        self._cache_key = secrets.token_bytes(32)
-        self._verified: dict[bytes, tuple[str, float]] = {}
+        self._proof_key: bytes | None = None  # loaded on first use (the CLI rarely needs it)
 
     @classmethod
     async def open(
@@ -147,13 +155,13 @@ class AuthService:
         user = await self._user(name)
         hashed = await self._hash(password) if password is not None else None
         await self.store.update_password(user.id, hashed, self.clock())
-        self._forget_verified()
+        await self.store.delete_proofs(user.id)
         return await self.store.delete_sessions(user.id)
 
     async def set_disabled(self, name: str, disabled: bool) -> int:
         user = await self._user(name)
         await self.store.set_flags(user.id, disabled=disabled)
-        self._forget_verified()
+        await self.store.delete_proofs(user.id)
         return await self.store.delete_sessions(user.id) if disabled else 0
 
     async def set_admin(self, name: str, admin: bool) -> None:
@@ -162,13 +170,13 @@ class AuthService:
 
     async def delete_user(self, name: str) -> None:
         user = await self._user(name)
-        await self.store.delete_user(user.id)
-        self._forget_verified()
+        await self.store.delete_user(user.id)  # its proofs go with it (ON DELETE CASCADE)
 
     async def list_users(self) -> list[tuple[User, list[Rule]]]:
+        """Every user with their rules; the '*' pseudo-user only while it holds a rule."""
         users = await self.store.list_users()
         rules = await self.store.all_rules()
-        return [(u, rules.get(u.id, [])) for u in users]
+        return [(u, rules.get(u.id, [])) for u in users if u.name != ANONYMOUS or rules.get(u.id)]
 
     async def logout_everywhere(self, name: str) -> int:
         user = await self._user(name)
@@ -218,34 +226,55 @@ class AuthService:
     async def anonymous(self) -> Principal:
         return Principal(None, "anonymous", rules=await self.public_rules())
 
-    def _cache_id(self, name: str, password: str) -> bytes:
-        msg = name.encode("utf-8", "surrogatepass") + b"\0" + password.encode("utf-8", "surrogatepass")
-        return hmac.new(self._cache_key, msg, hashlib.sha256).digest()
-
-    def _forget_verified(self) -> None:
-        # Entries are keyed by HMAC, so drop all: rare admin action, cheap.
-        self._verified.clear()
+    async def _proof_digest(self, user_id: int, password: str) -> str:
+        """HMAC(server key, user id + password): what a proof stores instead of the password."""
+        if self._proof_key is None:
+            path = Path(self.config.data_dir) / PROOF_KEY_FILE
+            self._proof_key = await asyncio.to_thread(credentials.load_or_create_key, path)
+        msg = f"s3gate-proof-v1\0{user_id}\0".encode() + password.encode("utf-8", "surrogatepass")
+        return hmac.new(self._proof_key, msg, hashlib.sha256).hexdigest()
 
     async def authenticate_password(
         self, name: str, password: str, remote: str | None, *, request_id: str | None = None
     ) -> Principal:
-        """Check a user name and password; raise InvalidCredentials (401) or TooManyRequests (429)."""
+        """Check a user name and password; raise InvalidCredentials (401), TooManyRequests (429) or HashQueueFull (503).
+
+        A password that verifies leaves a proof in the users store, bound to the
+        client's address (the throttle's address key) and to the password hash
+        it matched, for ``password_cache_ttl`` seconds since its last use. The
+        same password from the same address is then accepted by every worker
+        without argon2 and without waiting for the hash queue, and a block on the
+        user name (someone else guessing) does not apply to it; a block on its
+        address does. A password change, disabling or deleting the user voids
+        every proof at once.
+        """
         user = await self.store.get_user(name) if _NAME_RE.match(name) else None
         stored = user.password_hash if user is not None else None
         now = self.clock()
-        cache_id = self._cache_id(name, password)
-        hit = self._verified.get(cache_id)
-        if hit and stored and hit[0] == stored and hit[1] > now and user and not user.disabled:
-            # Proven recently with this exact password (and the hash is unchanged):
-            # skip argon2 and the throttle, which exists to stop guessing.
-            return await self.principal_for(user, "password")
+        ttl = self.config.password_cache_ttl
+        address = address_key(remote)
+        proof = ProofLookup(None, False)
+        if ttl > 0:
+            # Looked up for unknown and disabled users too (matching nothing), so
+            # the answer's timing does not tell which names exist.
+            eligible = user is not None and bool(stored) and not user.disabled
+            digest = await self._proof_digest(user.id if user else -1, password)
+            generation = _generation(stored or "")
+            proof = await self.store.find_proof(user.id if user else -1, address, digest, generation, now)
+            if eligible and proof.expires_at is not None and not await self.throttle.address_blocked(remote):
+                assert user is not None
+                if proof.expires_at - now < ttl / 2:  # extended by use; written at most every ttl/2
+                    await self.store.save_proof(user.id, address, digest, generation, now + ttl)
+                return await self.principal_for(user, "password")
         await self.passwords.dummy_hash()
         # Check the counters, verify and count a failure while holding a hashing
         # slot: a burst of parallel guesses queues here and meets the counters
         # its predecessors updated, instead of all passing the check at once.
         async with self.passwords.slot():
             try:
-                await self.throttle.check(name, remote)
+                await self.throttle.check(
+                    name, remote, proven_address=proof.address_has_proof and proof.expires_at is None
+                )
             except TooManyRequests:
                 audit.record(
                     "login_throttled",
@@ -276,14 +305,15 @@ class AuthService:
                     outcome="locked",
                 )
             raise InvalidCredentials()
+        assert user is not None and stored is not None
         await self.throttle.succeeded(name)
-        if self.passwords.needs_rehash(stored or ""):
-            stored = await self.passwords.rehash(password)
-            await self.store.update_password(user.id, stored, user.password_changed_at or now)
-        if self.config.password_cache_ttl > 0 and stored:
-            if len(self._verified) >= _CACHE_MAX:
-                self._verified.clear()
-            self._verified[cache_id] = (stored, now + self.config.password_cache_ttl)
+        if self.passwords.needs_rehash(stored):
+            with contextlib.suppress(HashQueueFull):  # busy: upgrade at a later login
+                stored = await self.passwords.rehash(password)
+                await self.store.update_password(user.id, stored, user.password_changed_at or now)
+        if ttl > 0:
+            digest = await self._proof_digest(user.id, password)
+            await self.store.save_proof(user.id, address, digest, _generation(stored), now + ttl)
         return await self.principal_for(user, "password")
 
     async def authenticate_token(self, secret: str, *, name: str | None = None) -> Principal:
@@ -363,8 +393,8 @@ class AuthService:
                 missing = subset(scope_rules, owner_rules)
                 if missing:
                     raise BadRequest(f"scope exceeds {owner}'s rights: {', '.join(missing)}")
-        if expires_in is not None and expires_in <= 0:
-            raise BadRequest("expiry must be in the future")
+        if expires_in is not None and not 0 < expires_in <= MAX_DURATION:  # also NaN
+            raise BadRequest(f"expiry must be in the future and at most {MAX_DURATION} seconds (100y) away")
         now = self.clock()
         secret = credentials.new_token()
         token = Token(

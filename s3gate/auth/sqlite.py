@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
+import math
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,7 +23,7 @@ from typing import Any, TypeVar
 
 from .migrations import current_version, migrate
 from .rules import ACTIONS, Rule, format_actions
-from .store import ANONYMOUS, DuplicateUser, Failures, Session, Store, Token, User
+from .store import ANONYMOUS, DuplicateUser, Failures, ProofLookup, Session, Store, Token, User
 
 T = TypeVar("T")
 
@@ -59,12 +62,30 @@ def create_private_file(path: Path) -> None:
     os.close(fd)
 
 
+def _use_wal(conn: sqlite3.Connection) -> None:
+    """Switch the file to WAL (persistent: usually another opener already has).
+
+    Switching needs an exclusive lock, and while another connection is writing
+    (a worker migrating the new file) SQLite refuses at once with "database is
+    locked" instead of waiting (waiting could deadlock): retry for a while.
+    """
+    for attempt in range(100):
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == 99:
+                raise
+            time.sleep(0.05)  # the store's own thread, never the event loop
+
+
 def connect(path: Path) -> sqlite3.Connection:
     """A migrated connection in autocommit mode (used by the store's thread and by tests)."""
     create_private_file(path)  # the -wal and -shm files inherit this mode
     conn = sqlite3.connect(path, isolation_level=None, timeout=10.0)
     conn.execute("PRAGMA busy_timeout = 10000")
-    conn.execute("PRAGMA journal_mode = WAL")
+    _use_wal(conn)
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("PRAGMA foreign_keys = ON")
     try:
@@ -279,7 +300,10 @@ class SQLiteStore(Store):
                     (row[0],),
                 )
             )
-        return Token(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], scope)
+        # Times as stored: a hand-edited or older row may hold anything (text, inf);
+        # a bad expiry counts as already past, so the token fails closed.
+        created, expires, used, revoked = (_time(v, 0.0) for v in row[4:8])
+        return Token(row[0], row[1], row[2], row[3], created or 0.0, expires, used, revoked, scope)
 
     async def token_by_digest(self, digest: str) -> Token | None:
         def run() -> Token | None:
@@ -366,6 +390,36 @@ class SQLiteStore(Store):
 
         return await self._call(run)
 
+    # -- proven passwords -------------------------------------------------------
+    async def find_proof(self, user_id: int, address: str, digest: str, generation: str, now: float) -> ProofLookup:
+        def run() -> ProofLookup:
+            rows = self.db.execute(
+                "SELECT digest, expires_at FROM password_proofs "
+                "WHERE user_id = ? AND address = ? AND generation = ? AND expires_at > ?",
+                (user_id, address, generation, now),
+            ).fetchall()
+            match = next((exp for d, exp in rows if hmac.compare_digest(d, digest)), None)
+            return ProofLookup(match, bool(rows))
+
+        return await self._call(run)
+
+    async def save_proof(self, user_id: int, address: str, digest: str, generation: str, expires_at: float) -> None:
+        def run() -> None:
+            self.db.execute(
+                "INSERT INTO password_proofs (digest, address, user_id, generation, expires_at) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (digest, address) DO UPDATE SET user_id = excluded.user_id, "
+                "generation = excluded.generation, expires_at = excluded.expires_at",
+                (digest, address, user_id, generation, expires_at),
+            )
+
+        await self._call(run)
+
+    async def delete_proofs(self, user_id: int) -> int:
+        def run() -> int:
+            return self.db.execute("DELETE FROM password_proofs WHERE user_id = ?", (user_id,)).rowcount
+
+        return await self._call(run)
+
     # -- brute-force counters -------------------------------------------------
     async def failures(self, keys: list[str]) -> dict[str, Failures]:
         def run() -> dict[str, Failures]:
@@ -407,11 +461,23 @@ class SQLiteStore(Store):
         def run() -> None:
             with _tx(self.db):
                 self.db.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
+                self.db.execute("DELETE FROM password_proofs WHERE expires_at <= ?", (now,))
                 self.db.execute(
                     "DELETE FROM login_failures WHERE last_at < ? AND blocked_until <= ?", (forget_before, now)
                 )
 
         await self._call(run)
+
+
+def _time(value: object, bad: float) -> float | None:
+    """A REAL column as a float; None stays None, anything unreadable or NaN becomes ``bad``."""
+    if value is None:
+        return None
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return bad
+    return bad if math.isnan(number) else number
 
 
 def _store_actions(actions: frozenset[str]) -> str:

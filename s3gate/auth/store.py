@@ -72,6 +72,14 @@ class Session:
 
 
 @dataclass(frozen=True)
+class ProofLookup:
+    """What the store knows of one client's proof of a user's password."""
+
+    expires_at: float | None  # the matching live proof's expiry; None: this credential is not proven here
+    address_has_proof: bool  # some live proof of this user's current password exists from this address
+
+
+@dataclass(frozen=True)
 class Failures:
     count: int
     last_at: float
@@ -169,6 +177,18 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def count_sessions(self, user_id: int, now: float) -> int: ...
 
+    # -- proven passwords (see AuthService.authenticate_password)
+    @abc.abstractmethod
+    async def find_proof(self, user_id: int, address: str, digest: str, generation: str, now: float) -> ProofLookup:
+        """Look up a live proof of ``digest`` from ``address`` for the password hash ``generation``."""
+
+    @abc.abstractmethod
+    async def save_proof(self, user_id: int, address: str, digest: str, generation: str, expires_at: float) -> None:
+        """Create or extend a proof (upsert)."""
+
+    @abc.abstractmethod
+    async def delete_proofs(self, user_id: int) -> int: ...
+
     # -- brute-force counters
     @abc.abstractmethod
     async def failures(self, keys: list[str]) -> dict[str, Failures]: ...
@@ -185,17 +205,20 @@ class Store(abc.ABC):
     # -- housekeeping
     @abc.abstractmethod
     async def purge(self, now: float, forget_before: float) -> None:
-        """Drop expired sessions and forgotten failure counters."""
+        """Drop expired sessions and proofs, and forgotten failure counters."""
+
+
+def database_path(data_dir: str | Path, users_db: str) -> Path:
+    """The SQLite file the ``users_db`` setting names (a relative path is inside data_dir)."""
+    if "://" in users_db:
+        scheme = users_db.split("://", 1)[0]
+        raise ConfigError(f"users_db: {scheme}:// databases are not supported yet; give an SQLite file path")
+    path = Path(users_db)
+    return path if path.is_absolute() else Path(data_dir) / path
 
 
 async def open_store(data_dir: str | Path, users_db: str) -> Store:
     """Open (creating and migrating if needed) the store the ``users_db`` setting names."""
-    if "://" in users_db:
-        scheme = users_db.split("://", 1)[0]
-        raise ConfigError(f"users_db: {scheme}:// databases are not supported yet; give an SQLite file path")
     from .sqlite import SQLiteStore
 
-    path = Path(users_db)
-    if not path.is_absolute():
-        path = Path(data_dir) / path
-    return await SQLiteStore.open(path)
+    return await SQLiteStore.open(database_path(data_dir, users_db))

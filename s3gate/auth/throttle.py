@@ -8,6 +8,10 @@ verified, so they cost no argon2 time. Counters live in the users store, so
 every worker and a restart see the same numbers, and ``s3gate users unlock``
 can clear them. Unknown user names are counted like real ones: the answers
 never tell which names exist.
+
+A client that already proved the password from its address is not held back
+by a block on the user name (someone else is guessing it), only by a block on
+its own address.
 """
 
 from __future__ import annotations
@@ -64,12 +68,27 @@ class Throttle:
         self.config = config
         self.clock = clock
 
-    async def check(self, name: str, remote: str | None) -> None:
-        """Raise 429 (with Retry-After) while the user name or the address must wait."""
+    async def check(self, name: str, remote: str | None, *, proven_address: bool = False) -> None:
+        """Raise 429 (with Retry-After) while the user name or the address must wait.
+
+        ``proven_address``: a client at this address has proven the user's
+        password, and this attempt did not match that proof. While only the
+        name is blocked, that proof lets its own client through (see
+        ``AuthService.authenticate_password``), so each refused attempt from
+        there was still a free check of one guess: it counts as a failure of the
+        address, and guessing from there stops at the address's limit.
+        """
         now = self.clock()
-        keys = [user_key(name), address_key(remote)]
-        found = await self.store.failures(keys)
+        akey = address_key(remote)
+        found = await self.store.failures([user_key(name), akey])
         until = max((f.blocked_until for f in found.values()), default=0.0)
+        address_until = found[akey].blocked_until if akey in found else 0.0
+        if until > now and proven_address and address_until <= now:
+            cfg = self.config
+            counted = await self.store.record_failure(
+                akey, now, now - cfg.lockout, lambda n: cfg.wait(n, cfg.max_failures_per_address)
+            )
+            until = max(until, counted.blocked_until)
         if until > now:
             retry = max(1, math.ceil(until - now))
             raise TooManyRequests(
@@ -86,6 +105,11 @@ class Throttle:
             address_key(remote), now, forget, lambda n: cfg.wait(n, cfg.max_failures_per_address)
         )
         return max(u.blocked_until, a.blocked_until) - now
+
+    async def address_blocked(self, remote: str | None) -> bool:
+        key = address_key(remote)
+        found = await self.store.failures([key])
+        return key in found and found[key].blocked_until > self.clock()
 
     async def succeeded(self, name: str) -> None:
         # The address counter is left alone: one valid account must not reset

@@ -36,6 +36,7 @@ from ..auth.rules import Rule
 from ..auth.service import ANONYMOUS_PRINCIPAL, AuthService, InvalidToken, Principal
 from ..errors import Forbidden, GatewayError, Unauthorized
 from . import links
+from .forwarded import client_address, own_hosts
 
 log = logging.getLogger("s3gate.auth")
 
@@ -44,42 +45,10 @@ REALM = "s3gate"
 BASIC_CHALLENGE = {"WWW-Authenticate": f'Basic realm="{REALM}"'}
 BEARER_CHALLENGE = {"WWW-Authenticate": f'Bearer realm="{REALM}", error="invalid_token"'}
 READ_ONLY = (Rule("*", "", frozenset({"read"})),)
-_EVENTS = {"read": "download", "list": "list", "write": "upload", "delete": "delete"}
+_EVENTS = {"read": "download", "list": "list", "write": "upload", "delete": "delete", "csrf": "csrf_refused"}
 
 
 # -- request facts ------------------------------------------------------------
-def client_address(request: web.Request) -> str | None:
-    """The client's address; behind a trusted proxy, the last X-Forwarded-For hop (the one it added)."""
-    config = request.app[keys.AUTH_CONFIG]
-    if config.trust_forwarded:
-        forwarded = request.headers.get("X-Forwarded-For", "")
-        last = forwarded.split(",")[-1].strip()
-        if last:
-            return last[:64]
-    return request.remote
-
-
-def is_https(request: web.Request) -> bool:
-    if request.secure:
-        return True
-    config = request.app[keys.AUTH_CONFIG]
-    if config.trust_forwarded:
-        proto = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
-        return proto == "https"
-    return False
-
-
-def own_hosts(request: web.Request) -> set[str]:
-    config = request.app[keys.AUTH_CONFIG]
-    hosts = {csrf.normalize_host(request.host, request.scheme)}
-    if config.trust_forwarded and "X-Forwarded-Host" in request.headers:
-        proto = "https" if is_https(request) else "http"
-        hosts.add(csrf.normalize_host(request.headers["X-Forwarded-Host"].split(",")[0].strip(), proto))
-    if config.public_url:
-        hosts.add(csrf.host_of(config.public_url))
-    return {h for h in hosts if h}
-
-
 def wants_login_page(request: web.Request) -> bool:
     """A browser navigating to a page (not curl/wget, not fetch()): send it to /login rather than a 401."""
     if request.method not in ("GET", "HEAD") or "Authorization" in request.headers:
@@ -119,6 +88,8 @@ class Policy:
                 raise web.HTTPSeeOther(login_url(request))
             raise Unauthorized(headers=BASIC_CHALLENGE)
         where = f"{bucket}/{key}" if key else bucket
+        if who.via == "token" and who.owner_may(action, bucket, key):
+            raise Forbidden(f"this token's scope does not allow {action} on {where} (its owner {who.name} may)")
         raise Forbidden(f"{who.name} may not {action} {where}")
 
     def allowed(self, request: web.Request, action: str, bucket: str, key: str = "") -> bool:
@@ -129,6 +100,9 @@ class Policy:
 
     def principal_name(self, request: web.Request) -> str | None:
         return principal(request).name
+
+    def via_link(self, request: web.Request) -> bool:
+        return principal(request).via == "link"
 
     @staticmethod
     def _check_link(request: web.Request, action: str, bucket: str, key: str) -> None:
@@ -313,10 +287,16 @@ async def _private_when_authenticated(request: web.Request, response: web.Stream
 
 
 def safe_next(target: str | None) -> str:
-    """Only same-site paths: '/x?y' yes; '//evil', 'http://evil', '/\\evil' no."""
+    """Only same-site paths: '/x?y' yes; '//evil', 'http://evil', '/\\evil', control characters no.
+
+    What comes back goes into a Location header: one line, ASCII only
+    (anything else percent-encoded, RFC 3986 §2.1).
+    """
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in target):
         return "/"
     parts = urlsplit(target)
     if parts.scheme or parts.netloc:
         return "/"
-    return target
+    return quote(target, safe="/?&=%#:@!$'()*+,;~-._")

@@ -9,7 +9,6 @@ logout ends it at once.
 
 from __future__ import annotations
 
-import datetime as dt
 import html
 import json
 from urllib.parse import parse_qs
@@ -18,12 +17,13 @@ from aiohttp import web
 
 from .. import keys
 from ..auth import audit, csrf
-from ..auth.config import parse_duration
+from ..auth.config import parse_duration, utc_time
 from ..auth.rules import Rule, RuleError, format_actions
 from ..auth.service import InvalidCredentials
 from ..auth.store import Token
 from ..errors import BadRequest, Forbidden, PayloadTooLarge, TooManyRequests, Unauthorized
-from .authn import COOKIE, client_address, is_https, own_hosts, principal, safe_next
+from .authn import COOKIE, principal, safe_next
+from .forwarded import client_address, is_https, own_hosts
 
 MAX_FORM = 16 * 1024
 
@@ -31,7 +31,7 @@ MAX_FORM = 16 * 1024
 def _iso(ts: float | None) -> str | None:
     if ts is None:
         return None
-    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds")
+    return utc_time(ts).isoformat(timespec="seconds")  # clamped: any stored value lists
 
 
 def _wants_json(request: web.Request) -> bool:

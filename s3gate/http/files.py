@@ -7,10 +7,11 @@ from typing import Any
 from aiohttp import web
 
 from .. import keys
+from ..auth import csrf
 from ..errors import MethodNotAllowed
 from ..storage.writer import UploadResult
-from . import access, downloads, links, listing, uploads
-from .paths import check_bucket, check_key, check_prefix
+from . import access, downloads, forwarded, links, listing, uploads
+from .paths import check_bucket, check_key, check_prefix, object_path
 from .responses import json_response
 
 
@@ -59,7 +60,14 @@ async def download(request: web.Request, bucket: str, key: str) -> web.StreamRes
         return await downloads.proxy(request, bucket, key)
     await access.require(request, "read", bucket, key)
     mode = downloads.requested_mode(request)
-    if mode == "redirect" and downloads.link_mode(request.app[keys.SETTINGS]) == "s3" and request.method == "GET":
+    if (
+        mode == "redirect"
+        and request.method == "GET"
+        and downloads.link_mode(request.app[keys.SETTINGS]) == "s3"
+        and not csrf.cross_site(request.headers, forwarded.own_hosts(request))
+    ):
+        # A link is minted only for a request from this site (or curl): a
+        # foreign page that sends the browser here gets the bytes, never a link.
         return await downloads.redirect_to_link(request, bucket, key, access.principal_name(request))
     return await downloads.proxy(request, bucket, key)
 
@@ -72,7 +80,7 @@ async def put_object(request: web.Request, bucket: str, key: str) -> web.Respons
     await uploads.send_continue(request)
     result = await uploads.receive_body(request, bucket, key)
     body = result_json(result)
-    return json_response(body, status=201, headers={**result_headers(result), "Location": f"/files/{bucket}/{key}"})
+    return json_response(body, status=201, headers={**result_headers(result), "Location": object_path(bucket, key)})
 
 
 async def post_form(request: web.Request, bucket: str, prefix: str) -> web.Response:

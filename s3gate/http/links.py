@@ -15,9 +15,10 @@ import os
 import secrets
 import time
 from pathlib import Path
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 from ..errors import ConfigError, Forbidden
+from .paths import object_path
 
 
 def _b64(raw: bytes) -> str:
@@ -61,6 +62,10 @@ class LinkSigner:
                 tmp.unlink()
         raise ConfigError(f"could not create the link-signing key {path}")
 
+    def derive(self, purpose: str) -> bytes:
+        """A 32-byte key for another purpose (listing cursors), independent of the link MACs."""
+        return hmac.new(self._secret, f"s3gate-derive-v1\n{purpose}".encode(), hashlib.sha256).digest()
+
     def _mac(self, bucket: str, key: str, expires: int, by: str) -> str:
         msg = "\n".join(("s3gate-link-v1", bucket, key, str(expires), by)).encode()
         return _b64(hmac.new(self._secret, msg, hashlib.sha256).digest())
@@ -75,7 +80,7 @@ class LinkSigner:
 
     def url(self, base: str, bucket: str, key: str, *, lifetime: int, by: str = "") -> str:
         query = self.sign(bucket, key, lifetime=lifetime, by=by)
-        return f"{base}/files/{quote(bucket)}/{quote(key, safe='/')}?{urlencode(query)}"
+        return f"{base}{object_path(bucket, key)}?{urlencode(query)}"
 
     def verify(self, bucket: str, key: str, query: dict[str, str], *, now: float | None = None) -> str:
         """Return the signer's name ('' if anonymous); raise 403 if tampered or expired."""

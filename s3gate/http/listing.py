@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -21,22 +19,6 @@ MAX_LIMIT = 1000  # S3's own page size
 
 def object_json(o: ObjectInfo) -> dict[str, Any]:
     return {"key": o.key, "size": o.size, "etag": o.etag.strip('"'), "last_modified": o.last_modified.isoformat()}
-
-
-def encode_cursor(token: str, prefix: str, recursive: bool) -> str:
-    raw = json.dumps({"t": token, "p": prefix, "r": recursive}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str, prefix: str, recursive: bool) -> str:
-    try:
-        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        token, p, r = data["t"], data["p"], data["r"]
-    except (binascii.Error, ValueError, KeyError, TypeError):
-        raise BadRequest("invalid cursor") from None
-    if p != prefix or r != recursive:
-        raise BadRequest("cursor belongs to a different listing")
-    return token
 
 
 def _limit(request: web.Request) -> int:
@@ -58,9 +40,11 @@ async def list_page(request: web.Request, bucket: str, prefix: str) -> web.Respo
     storage = request.app[keys.STORAGE]
     recursive = _flag(request, "recursive")
     limit = _limit(request)
-    cursor = request.query.get("cursor")
-    token = decode_cursor(cursor, prefix, recursive) if cursor else None
     await access.require(request, "list", bucket, prefix)
+    box = request.app[keys.CURSORS]
+    bound = {"bucket": bucket, "prefix": prefix, "recursive": recursive, "caller": access.principal_name(request) or ""}
+    cursor = request.query.get("cursor")
+    token = box.open(cursor, **bound) if cursor else None
     page = await storage.list_page(
         bucket, prefix=prefix, delimiter=None if recursive else "/", limit=limit, token=token
     )
@@ -72,7 +56,7 @@ async def list_page(request: web.Request, bucket: str, prefix: str) -> web.Respo
         "recursive": recursive,
         "objects": objects,
         "folders": folders,
-        "next_cursor": encode_cursor(page.next_token, prefix, recursive) if page.next_token else None,
+        "next_cursor": box.seal(page.next_token, **bound) if page.next_token else None,
     }
     return json_response(body)
 

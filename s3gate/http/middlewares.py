@@ -17,6 +17,7 @@ from aiohttp import web
 
 from .. import keys
 from ..errors import GatewayError
+from .accesslog import escape
 
 log = logging.getLogger("s3gate.http")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -55,14 +56,20 @@ async def request_id_middleware(request: web.Request, handler):
     if not _SAFE_ID.match(rid):
         rid = secrets.token_hex(8)
     request[keys.REQUEST_ID] = rid
-    try:
-        response = await handler(request)
-    except web.HTTPException as exc:
-        exc.headers["X-Request-Id"] = rid
-        raise
-    if not response.prepared:
-        response.headers["X-Request-Id"] = rid
-    return response
+    return await handler(request)
+
+
+async def stamp_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: X-Request-Id on every response as its head is sent.
+
+    A middleware sees a streamed response (downloads, /listfiles/) only after
+    the handler prepared it and its headers were gone; the signal runs inside
+    prepare(), for those, for returned responses and raised HTTP exceptions.
+    """
+    rid = request.get(keys.REQUEST_ID)
+    if rid is None:  # the app's middlewares did not run (none known; keep the promise anyway)
+        rid = request[keys.REQUEST_ID] = secrets.token_hex(8)
+    response.headers["X-Request-Id"] = rid
 
 
 @web.middleware
@@ -73,10 +80,10 @@ async def error_middleware(request: web.Request, handler):
         if exc.status >= 500:
             log.warning(
                 "%s %s -> %s %s [%s]",
-                request.method,
-                request.path,
+                escape(request.method),
+                escape(request.path),
                 exc.status,
-                exc.message,
+                escape(exc.message),
                 request.get(keys.REQUEST_ID),
             )
         return render_error(request, exc.status, exc.code, exc.message, exc.headers)
@@ -92,5 +99,5 @@ async def error_middleware(request: web.Request, handler):
         raise
     except Exception:
         rid = request.get(keys.REQUEST_ID, "")
-        log.exception("unhandled error in %s %s [%s]", request.method, request.path, rid)
+        log.exception("unhandled error in %s %s [%s]", escape(request.method), escape(request.path), rid)
         return render_error(request, 500, "internal_error", f"internal error (request id {rid})")

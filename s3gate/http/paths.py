@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from urllib.parse import quote
 
 from ..errors import InvalidBucketName, InvalidKey
 
@@ -69,3 +70,8 @@ def safe_join(prefix: str, filename: str) -> str:
     if not parts:
         raise InvalidKey(f"unusable file name {filename!r}")
     return check_key(check_prefix(prefix) + "/".join(parts))
+
+
+def object_path(bucket: str, key: str) -> str:
+    """The object's URL path, percent-encoded (RFC 3986 §2.1): '?', '#' and '%' in a key stay in the key."""
+    return f"/files/{quote(bucket, safe='')}/{quote(key, safe='/')}"

@@ -3,17 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from .. import keys
-from ..errors import StorageUnavailable
+from ..errors import GatewayError, StorageUnavailable
 from . import files, listing, seed
+from .downloads import _is_loopback_url
 from .responses import json_response
 from .uploads import defer_continue
 
 
 async def healthz(request: web.Request) -> web.Response:
+    # Liveness, kept cheap. A store on this machine (the embedded SeaweedFS that
+    # `s3gate serve` runs beside the workers) is part of this service: when its
+    # port is shut, say so; the launcher restarts it or exits. A remote store's
+    # trouble is /readyz's business.
+    endpoint = request.app[keys.SETTINGS].s3_endpoint
+    if endpoint and _is_loopback_url(endpoint):
+        url = urlsplit(endpoint)
+        port = url.port or (443 if url.scheme == "https" else 80)
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(url.hostname, port), timeout=1)
+        except (OSError, TimeoutError):
+            raise StorageUnavailable("the S3 store on this machine is down") from None
+        writer.close()
+        await writer.wait_closed()
     return web.Response(text="ok\n")
 
 
@@ -22,6 +38,8 @@ async def readyz(request: web.Request) -> web.Response:
         await asyncio.wait_for(request.app[keys.STORAGE].ping(), timeout=5)
     except TimeoutError:
         raise StorageUnavailable("storage did not answer within 5 s") from None
+    except GatewayError as exc:  # no credentials, refused, ...: not ready is 503, never 502
+        raise StorageUnavailable(exc.message) from None
     return json_response({"status": "ready"})
 
 

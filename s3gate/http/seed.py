@@ -18,7 +18,7 @@ from .paths import check_bucket, check_key
 async def download_link(request: web.Request) -> web.Response:
     bucket = check_bucket(request.match_info["bucket"])
     key = check_key(request.match_info["path"])
-    await access.require(request, "read", bucket, key)
+    await access.require_link_minting(request, bucket, key)
     return await downloads.redirect_to_link(request, bucket, key, access.principal_name(request))
 
 

@@ -18,11 +18,12 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.http import HttpVersion11
+from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 
 from .. import keys
-from ..errors import BadRequest, ClientGone, PayloadTooLarge, ShuttingDown
+from ..errors import BadRequest, ClientGone, PayloadTooLarge, ShuttingDown, UnsupportedTransferCoding
 from ..storage.writer import ObjectWriter, UploadResult
 from . import access
 from .paths import safe_join
@@ -61,7 +62,20 @@ async def defer_continue(request: web.Request) -> None:
     return None
 
 
+def refuse_transfer_codings(request: web.Request) -> None:
+    """Only chunked is decoded (by aiohttp): a body sent as `gzip, chunked` would
+    be stored still gzipped, so any other transfer coding is refused before the
+    body is read (RFC 9112 §6.1: 501 for a coding the server does not understand)."""
+    lines = request.headers.getall("Transfer-Encoding", [])
+    codings = [c.strip(" \t").lower() for line in lines for c in line.split(",") if c.strip(" \t")]
+    if codings and codings != ["chunked"]:
+        raise UnsupportedTransferCoding(
+            f"Transfer-Encoding {', '.join(codings)!r} is not supported: send the body as is or chunked"
+        )
+
+
 async def send_continue(request: web.Request) -> None:
+    refuse_transfer_codings(request)  # every upload route calls this before reading its body
     if request.version >= HttpVersion11 and request.headers.get("Expect", "").lower() == "100-continue":
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         request.writer.output_size = 0  # the interim response is not the body
@@ -173,12 +187,94 @@ async def _raw_pieces(request: web.Request) -> AsyncIterator[bytes]:
         yield piece
 
 
-async def _part_pieces(part: BodyPartReader) -> AsyncIterator[bytes]:
-    while True:
-        piece = await part.read_chunk(READ_CHUNK)
-        if not piece:
-            return
-        yield piece
+# What aiohttp's multipart reader raises on a malformed body (besides the
+# BadHttpMessage family for part headers).
+_MALFORMED = (ValueError, AssertionError, RuntimeError)
+
+
+def _malformed_form(request: web.Request, exc: BaseException) -> BadRequest:
+    """A short 400 for a broken multipart body.
+
+    aiohttp's messages quote raw bytes of the body (a header line, a
+    boundary line); those may hold anything, so only our own words are sent.
+    """
+    protocol = request.protocol
+    if isinstance(exc, LineTooLong):
+        limit = getattr(protocol, "max_field_size", 8190)
+        return BadRequest(f"malformed multipart body: a form part's header line is over {limit} bytes")
+    if isinstance(exc, BadHttpMessage) and "Too many headers" in str(exc):
+        limit = getattr(protocol, "max_headers", 128)
+        return BadRequest(f"malformed multipart body: a form part has more than {limit} header lines")
+    if isinstance(exc, BadHttpMessage):
+        # RFC 7578 §4.2: a filename's '"', CR and LF travel percent-encoded
+        # (%22, %0D, %0A); a raw CR, LF or NUL breaks the part's header.
+        return BadRequest("malformed multipart body: invalid form part header (a raw NUL, CR or LF in a filename?)")
+    if "starting boundary" in str(exc):
+        return BadRequest("malformed multipart body: no boundary from the Content-Type header found")
+    return BadRequest("malformed multipart body")
+
+
+class _FormParts:
+    """Walks a multipart/form-data body, part by part.
+
+    A file's data ends at the delimiter that follows it (RFC 2046 §5.1.1),
+    and only once that delimiter has been read is the file complete: the
+    pieces of a part run out only after the next delimiter line (and the next
+    part's headers, or the close-delimiter) were read and found well-formed.
+    A body that ends without it was cut short, whatever its Content-Length
+    said, and the file is not stored.
+    """
+
+    def __init__(self, request: web.Request, reader: MultipartReader):
+        self.request = request
+        self.reader = reader
+        self.following: BodyPartReader | None = None  # the part after the last one read
+
+    async def next(self) -> BodyPartReader | None:
+        try:
+            part = await self.reader.next()
+        except _DISCONNECTS:
+            raise ClientGone() from None
+        except (*_MALFORMED, BadHttpMessage) as exc:
+            raise _malformed_form(self.request, exc) from None
+        if part is not None and not isinstance(part, BodyPartReader):
+            raise BadRequest("nested multipart parts are not supported")
+        return part
+
+    async def skip(self, part: BodyPartReader) -> BodyPartReader | None:
+        """A plain form field, not a file: read past it."""
+        try:
+            await part.release()
+        except _DISCONNECTS:
+            raise ClientGone() from None
+        except _MALFORMED as exc:
+            raise self._cut_short("a form field") if self._ended() else _malformed_form(self.request, exc) from None
+        return await self.next()
+
+    def _ended(self) -> bool:
+        return self.request.content.at_eof()
+
+    def _cut_short(self, what: str) -> BadRequest:
+        return BadRequest(f"form body cut short: {what} has no closing boundary; it was not stored")
+
+    async def pieces(self, part: BodyPartReader, key: str) -> AsyncIterator[bytes]:
+        """The file's data, ending only once its closing delimiter has been read."""
+        while True:
+            try:
+                piece = await part.read_chunk(READ_CHUNK)
+            except _MALFORMED as exc:
+                # aiohttp says "Reading after EOF" when the body ends inside a part.
+                raise self._cut_short(repr(key)) if self._ended() else _malformed_form(self.request, exc) from None
+            if not piece:
+                break
+            yield piece
+        if not part.at_eof():
+            # The data ran out, not into a delimiter: the body ended inside the part.
+            raise self._cut_short(repr(key))
+        self.following = await self.next()
+        if self.following is not None and self._ended():
+            # A delimiter, then nothing: no next part's data, no close-delimiter.
+            raise self._cut_short(repr(key))
 
 
 class _Registered:
@@ -227,21 +323,13 @@ async def receive_form(request: web.Request, bucket: str, prefix: str) -> list[U
     except (ValueError, AssertionError, KeyError) as exc:
         raise BadRequest(f"malformed multipart body: {exc}") from None
     stored: list[UploadResult] = []
+    form = _FormParts(request, reader)
     with _Registered(registry):
         try:
-            while True:
-                try:
-                    part = await reader.next()
-                except _DISCONNECTS:
-                    raise ClientGone() from None
-                except (ValueError, AssertionError, RuntimeError) as exc:
-                    raise BadRequest(f"malformed multipart body: {exc}") from None
-                if part is None:
-                    break
-                if not isinstance(part, BodyPartReader):
-                    raise BadRequest("nested multipart parts are not supported")
+            part = await form.next()
+            while part is not None:
                 if not part.filename:
-                    await part.release()  # a plain form field: not a file
+                    part = await form.skip(part)  # a plain form field: not a file
                     continue
                 if len(stored) >= settings.max_form_files:
                     raise PayloadTooLarge(f"too many files in one request (limit {settings.max_form_files})")
@@ -250,10 +338,8 @@ async def receive_form(request: web.Request, bucket: str, prefix: str) -> list[U
                 writer = new_writer(
                     request, bucket, key, content_type=guess_type(key, part.headers.get("Content-Type"))
                 )
-                try:
-                    stored.append(await _pump(writer, _part_pieces(part), registry))
-                except (ValueError, AssertionError, RuntimeError) as exc:
-                    raise BadRequest(f"malformed multipart body: {exc}") from None
+                stored.append(await _pump(writer, form.pieces(part, key), registry))
+                part = form.following
         except BaseException as exc:
             if stored and hasattr(exc, "message"):
                 names = ", ".join(r.key for r in stored)

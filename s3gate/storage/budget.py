@@ -1,10 +1,13 @@
-"""A per-worker byte budget for upload buffers.
+"""A per-worker byte budget for upload and download buffers.
 
 Uploads reserve a whole part before filling it and give it back once S3 has
-the part. When the budget is spent, ``acquire`` waits: the upload handler stops
-reading its socket and TCP backpressure slows the client; nothing fails.
-Reserving a whole part up front (not chunk by chunk) is what keeps this free of
-deadlock: a waiting upload holds no partial reservation.
+the part. Proxied downloads reserve what their buffers can hold (see
+``s3gate.http.downloads.download_reservation``) before asking S3 for the
+bytes and give it back when the response ends. When the budget is spent,
+``acquire`` waits: the handler stops reading its socket (or does not start the
+download) and TCP backpressure slows the client; nothing fails. Reserving
+whole amounts up front (not chunk by chunk) is what keeps this free of
+deadlock: a waiting request holds no partial reservation.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+from collections.abc import AsyncIterator
 
 
 class MemoryBudget:
@@ -41,6 +45,18 @@ class MemoryBudget:
                 self._wake()
             raise
 
+    @contextlib.asynccontextmanager
+    async def reserve(self, n: int) -> AsyncIterator[Reservation]:
+        """Hold n bytes (capped at the total) for the duration of the block."""
+        n = min(max(n, 0), self.total)
+        if n:
+            await self.acquire(n)
+        held = Reservation(self, n)
+        try:
+            yield held
+        finally:
+            held.release()
+
     def release(self, n: int) -> None:
         n = min(n, self.total)
         self.used -= n
@@ -63,3 +79,23 @@ class MemoryBudget:
             self._waiters.popleft()
             self._take(n)
             fut.set_result(None)
+
+
+class Reservation:
+    """Bytes held from a budget by :meth:`MemoryBudget.reserve`."""
+
+    def __init__(self, budget: MemoryBudget, n: int):
+        self._budget = budget
+        self.n = n
+
+    def shrink(self, n: int) -> None:
+        """Keep only n bytes: the need turned out smaller than reserved."""
+        n = max(n, 0)
+        if n < self.n:
+            self._budget.release(self.n - n)
+            self.n = n
+
+    def release(self) -> None:
+        if self.n:
+            self._budget.release(self.n)
+            self.n = 0

@@ -117,7 +117,13 @@ def translate(bucket: str | None = None, key: str | None = None):
         if code in ("InvalidBucketName",):
             raise BadRequest("invalid bucket name") from None
         if code in ("KeyTooLongError",):
-            raise BadRequest("key too long") from None
+            # The gateway already refuses keys over S3's 1,024 bytes; a store
+            # refusing a shorter one limits each '/'-separated segment instead.
+            longest = max((len(s.encode()) for s in (key or "").split("/")), default=0)
+            raise BadRequest(
+                f"the storage refused the key: a '/'-separated segment of {longest} bytes is over "
+                "its limit per segment (255 bytes on MinIO and on SeaweedFS by default)"
+            ) from None
         if code in ("EntityTooLarge",):
             raise BadRequest("object too large for the store") from None
         if status in (500, 503) or code in ("SlowDown", "ServiceUnavailable", "InternalError"):

@@ -64,6 +64,10 @@ def unknown_length_part_size(number: int, part_size: int, ceiling: int) -> int:
     return max(part_size, min(ceiling, S3_MAX_PART, part_size << ((number - 1) // GROW_EVERY)))
 
 
+def _granted(grant: asyncio.Future[None]) -> bool:
+    return grant.done() and not grant.cancelled() and grant.exception() is None
+
+
 def _crc32_b64(data: bytes) -> str:
     return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
 
@@ -182,11 +186,18 @@ class ObjectWriter:
             grant = asyncio.ensure_future(self.budget.acquire(need + extra))
             try:
                 await asyncio.wait({grant, self._spare_ready}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
                 if not grant.done():
                     grant.cancel()  # MemoryBudget gives back a grant that raced the cancel
                     await asyncio.gather(grant, return_exceptions=True)
-            if grant.done() and not grant.cancelled() and grant.exception() is None:
+            except BaseException:
+                # Cancelled as asyncio.wait (or the gather) was returning: a grant
+                # that completed meanwhile is held for us and nobody else will
+                # give it back. One still running gives itself back (see above).
+                grant.cancel()
+                if _granted(grant):
+                    self.budget.release(need + extra)
+                raise
+            if _granted(grant):
                 self._reserved, self._overhead = need, self._overhead + extra
                 self._buf = bytearray(need)
                 return

@@ -100,12 +100,13 @@ async def object_handler(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
-def build_app(settings, clock=None, entries=()) -> web.Application:
+def build_app(settings, clock=None, entries=(), hasher=FAST_HASHER) -> web.Application:
     app = web.Application(middlewares=[request_id, render_errors])
     app[ENTRIES] = list(entries)
+    app[keys.SETTINGS] = settings
     app[keys.LINKS] = LinkSigner(b"k" * 32)
     app.router.add_route("*", "/files/{bucket}/{path:.*}", object_handler)
-    setup_auth(app, settings, hasher=FAST_HASHER, clock=clock)
+    setup_auth(app, settings, hasher=hasher, clock=clock)
     return app
 
 

@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -270,3 +271,37 @@ def test_launcher_hook_warns_loudly_when_auth_is_off_beyond_loopback(data_dir, c
     monkeypatch.setenv("S3GATE_HOST", "127.0.0.1")
     bootstrap.run(settings_mod.load(), {})
     assert "AUTHENTICATION IS OFF" not in capsys.readouterr().err
+
+
+async def test_tokens_list_survives_any_stored_expiry(data_dir, s3gate):
+    """Rows an older s3gate stored (999999999y, 1e400) or a hand edit left: listed, never a traceback."""
+    s3gate("users", "add", "alice", "--password-stdin", stdin=PASSWORD + "\n")
+    for _ in range(3):
+        assert s3gate("tokens", "create", "alice")[0] == 0
+    with sqlite3.connect(data_dir / "users.db") as conn:
+        ids = [r[0] for r in conn.execute("SELECT id FROM tokens ORDER BY rowid")]
+        for token_id, value in zip(ids, ("1e300", "9e999", "'soon'"), strict=True):
+            conn.execute(f"UPDATE tokens SET expires_at = {value} WHERE id = ?", (token_id,))
+    code, out, err = s3gate("tokens", "list", "--all")
+    assert code == 0, err
+    assert out.count("9999-12-31 23:59 UTC") == 2 and "expired" in out
+    code, out, err = s3gate("tokens", "list", "--all", "--json")
+    assert code == 0, err
+    listed = {t["id"]: t for t in json.loads(out)}
+    assert [(listed[i]["expires"], listed[i]["state"]) for i in ids] == [
+        ("9999-12-31 23:59 UTC", "active"),
+        ("9999-12-31 23:59 UTC", "active"),
+        ("1970-01-01 00:00 UTC", "expired"),
+    ]
+    code, _, err = s3gate("tokens", "create", "alice", "--expires", "999999999y")
+    assert code == 2 and "at most" in err
+
+
+async def test_users_list_drops_everyone_without_rules(data_dir, s3gate):
+    s3gate("users", "add", "alice", "--password-stdin", stdin=PASSWORD + "\n")
+    s3gate("users", "grant", "*", "files/pub", "read")
+    assert "*" in users_json(s3gate)
+    assert any(line.startswith("*") for line in s3gate("users", "list")[1].splitlines())
+    assert s3gate("users", "revoke", "*", "files/pub")[0] == 0
+    assert set(users_json(s3gate)) == {"alice"}
+    assert not any(line.startswith("*") for line in s3gate("users", "list")[1].splitlines())

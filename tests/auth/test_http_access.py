@@ -1,4 +1,4 @@
-"""The middleware and policy through HTTP: 401 vs 403, Basic, Bearer, the permission matrix, listings."""
+"""The middleware and policy through HTTP, on a stand-in handler: 401 vs 403, Basic, Bearer, rules, listings."""
 
 import pytest
 from yarl import URL
@@ -45,28 +45,26 @@ async def test_wrong_password_and_unknown_user_are_401_alike(make_client):
     assert answers[0][0] == 401 and answers[0][1] == CHALLENGE
 
 
+# Which right each real route asks for (PUT = write, DELETE = delete, ...) is
+# checked on the real app, route by route: tests/http/test_permissions.py and
+# tests/integration/test_permissions.py. Here the stand-in handler only reads,
+# so what is tested is the policy itself: prefixes, buckets, public rules.
 @pytest.mark.parametrize(
-    "method, path, expected",
+    "path, expected",
     [
-        ("GET", "/files/files/docs/a.txt", 200),
-        ("HEAD", "/files/files/docs/a.txt", 200),
-        ("GET", "/files/files/docs/", 200),
-        ("PUT", "/files/files/docs/new.txt", 200),
-        ("DELETE", "/files/files/docs/a.txt", 403),  # no delete granted
-        ("GET", "/files/files/docs-private/a.txt", 403),
-        ("PUT", "/files/files/docs-private/a.txt", 403),
-        ("GET", "/files/files/docs-private/", 403),
-        ("GET", "/files/files/readme.txt", 403),
-        ("GET", "/files/other/docs/a.txt", 403),
-        ("GET", "/files/files/pub/x.txt", 200),  # opened to everyone
-        ("PUT", "/files/files/pub/x.txt", 403),
+        ("/files/files/docs/a.txt", 200),
+        ("/files/files/docs-private/a.txt", 403),  # docs/ is a folder, not a string prefix
+        ("/files/files/readme.txt", 403),
+        ("/files/other/docs/a.txt", 403),
+        ("/files/files/pub/x.txt", 200),  # opened to everyone, signed-in users included
+        ("/files/files/pubx/x.txt", 403),
     ],
 )
-async def test_permission_matrix(make_client, method, path, expected):
+async def test_rules_decide_by_folder_bucket_and_public_rules(make_client, path, expected):
     client, service = await make_client()
-    await setup_alice(service, "files/docs:read,list,write")
+    await setup_alice(service, "files/docs:read")
     await service.grant("*", Rule.parse("files/pub:read"))
-    resp = await client.request(method, path, headers=basic("alice", PASSWORD), data=b"x" if method == "PUT" else None)
+    resp = await client.get(path, headers=basic("alice", PASSWORD))
     assert resp.status == expected
 
 
@@ -170,3 +168,16 @@ async def test_whoami(make_client):
     assert body["rules"] == [{"bucket": "files", "prefix": "docs/", "actions": "read"}]
     body = await (await client.get("/api/whoami")).json()
     assert body["user"] is None and body["via"] == "anonymous"
+
+
+async def test_a_scope_refusal_names_the_token_not_the_owner(make_client):
+    client, service = await make_client()
+    await setup_alice(service, "files/docs:read,write")
+    secret, _ = await service.create_token("alice", scope=[Rule.parse("files/docs:read")])
+    resp = await client.put("/files/files/docs/a.txt", data=b"x", headers=bearer(secret))
+    assert resp.status == 403
+    message = (await resp.json())["message"]
+    assert message == "this token's scope does not allow write on files/docs/a.txt (its owner alice may)"
+    # Beyond the owner's own rights the refusal is about the owner, as before.
+    resp = await client.put("/files/files/other/a.txt", data=b"x", headers=bearer(secret))
+    assert (await resp.json())["message"] == "alice may not write files/other/a.txt"

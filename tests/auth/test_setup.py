@@ -12,7 +12,7 @@ from s3gate import settings as settings_mod
 from s3gate.auth.config import is_loopback_host
 from s3gate.errors import ConfigError
 from s3gate.http import access
-from s3gate.http.authn import authn_middleware, setup_auth
+from s3gate.http.authn import Policy, authn_middleware, setup_auth
 
 from .conftest import make_settings, render_errors, request_id
 
@@ -26,7 +26,7 @@ def test_auth_middleware_is_inside_the_error_middleware(tmp_path):
     app = web.Application(middlewares=[request_id, render_errors])
     setup_auth(app, make_settings(tmp_path))
     assert list(app.middlewares) == [request_id, render_errors, authn_middleware]
-    assert isinstance(app[keys.POLICY], object) and keys.POLICY in app
+    assert type(app[keys.POLICY]) is Policy  # the auth room's policy, which access.require delegates to
     assert {r.resource.canonical for r in app.router.routes()} >= {"/login", "/logout", "/api/tokens", "/api/whoami"}
 
 
@@ -43,7 +43,8 @@ def test_the_real_app_calls_setup_auth(tmp_path):
 async def test_auth_off_installs_nothing_and_allows_everything(tmp_path, caplog, aiohttp_client):
     caplog.set_level(logging.WARNING)
     app = web.Application(middlewares=[request_id, render_errors])
-    setup_auth(app, make_settings(tmp_path, auth=False))
+    app[keys.SETTINGS] = settings = make_settings(tmp_path, auth=False)
+    setup_auth(app, settings)
     assert keys.POLICY not in app and list(app.middlewares) == [request_id, render_errors]
 
     async def handler(request):

@@ -24,15 +24,16 @@ async def test_migrates_an_empty_database_to_the_latest(tmp_path):
     path = tmp_path / "d" / "users.db"
     store = await SQLiteStore.open(path)
     try:
-        assert await store.schema_version() == migrations.LATEST == 2
-        assert {"users", "rules", "sessions", "tokens", "token_rules", "login_failures"} <= tables(path)
+        assert await store.schema_version() == migrations.LATEST == 3
+        expected = {"users", "rules", "sessions", "tokens", "token_rules", "login_failures", "password_proofs"}
+        assert expected <= tables(path)
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
         assert await store.count_users() == 0
     finally:
         await store.close()
     # Opening again is a no-op.
     store = await SQLiteStore.open(path)
-    assert await store.schema_version() == 2
+    assert await store.schema_version() == 3
     await store.close()
 
 
@@ -58,7 +59,7 @@ async def test_migrates_from_version_1_keeping_data(tmp_path):
     assert "tokens" not in tables(path)
     store = await SQLiteStore.open(path)
     try:
-        assert await store.schema_version() == 2
+        assert await store.schema_version() == 3
         alice = await store.get_user("alice")
         assert alice is not None and not alice.disabled and not alice.admin
         assert alice.password_hash == "$argon2id$x"
@@ -104,7 +105,7 @@ async def test_concurrent_openers_migrate_once(tmp_path):
     path = tmp_path / "users.db"
     stores = await asyncio.gather(*(SQLiteStore.open(path) for _ in range(4)))
     for s in stores:
-        assert await s.schema_version() == 2
+        assert await s.schema_version() == 3
         await s.close()
 
 

@@ -2,14 +2,16 @@
 
 import hashlib
 import sqlite3
+import time
 
 import pytest
 
+from s3gate.auth.config import MAX_DURATION
 from s3gate.auth.rules import Rule
 from s3gate.auth.service import InvalidToken
 from s3gate.errors import BadRequest, NotFound
 
-from .conftest import PASSWORD
+from .conftest import PASSWORD, basic, bearer
 
 
 async def alice(service, *rules):
@@ -43,6 +45,19 @@ async def test_token_expiry(service, clock):
     with pytest.raises(InvalidToken):
         await service.authenticate_token(secret)
     assert [t.state(clock()) for t in await service.list_tokens("alice")] == ["expired"]
+
+
+async def test_token_expires_exactly_at_its_expiry_second(service, clock):
+    await alice(service, "files:read")
+    secret, token = await service.create_token("alice", expires_in=3600)
+    assert token.expires_at == clock() + 3600
+    clock.advance(3600 - 0.001)  # the last moment before expires_at: still good
+    assert (await service.authenticate_token(secret)).name == "alice"
+    assert token.state(clock()) == "active"
+    clock.now = token.expires_at  # at expires_at itself: expired
+    assert token.state(clock()) == "expired"
+    with pytest.raises(InvalidToken):
+        await service.authenticate_token(secret)
 
 
 async def test_token_revocation_is_immediate(service):
@@ -134,3 +149,67 @@ async def test_last_used_is_recorded_sparingly(service, clock):
     clock.advance(61)
     await service.authenticate_token(secret)
     assert (await service.store.get_token(token.id)).last_used_at == clock()
+
+
+# -- far expiries (issue 7, item 7) ---------------------------------------------------
+API_ALICE = basic("alice", PASSWORD)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"expires": "999999999y"}',
+        b'{"expires": 1e400}',  # JSON's number arrives as inf
+        b'{"expires": -1e400}',
+        b'{"expires": NaN}',
+        b'{"expires": ' + b"1" * 400 + b"}",  # an int too large for a float
+        b'{"expires": "101y"}',
+        b'{"expires": "1e9"}',
+        b'{"expires": "1_000"}',
+    ],
+)
+async def test_api_refuses_absurd_expiries_and_stores_nothing(make_client, body):
+    client, service = await make_client()
+    await alice(service, "files:read")
+    resp = await client.post("/api/tokens", data=body, headers={**API_ALICE, "Content-Type": "application/json"})
+    assert resp.status == 400, await resp.text()
+    assert "bad duration" in (await resp.json())["message"]
+    assert await service.list_tokens() == []
+
+
+async def test_the_longest_expiry_allowed(make_client, clock):
+    client, service = await make_client()
+    await alice(service, "files:read")
+    resp = await client.post("/api/tokens", json={"expires": "100y"}, headers=API_ALICE)
+    assert resp.status == 201
+    assert (await resp.json())["expires"].startswith(str(time.gmtime(clock() + MAX_DURATION).tm_year))
+    with pytest.raises(BadRequest, match="at most"):
+        await service.create_token("alice", expires_in=MAX_DURATION + 1)  # the service checks too
+
+
+FAR = [
+    ("1e300", "9999-12-31T23:59:59+00:00", "active"),
+    ("9e999", "9999-12-31T23:59:59+00:00", "active"),  # SQLite's Inf, as {"expires": 1e400} once stored
+    ("-9e999", "0001-01-01T00:00:00+00:00", "expired"),
+    ("'soon'", "1970-01-01T00:00:00+00:00", "expired"),  # not a number at all: fails closed
+]
+
+
+def store_expiry(db, sql_value: str) -> None:
+    """What an older s3gate (or a hand edit) may have left in the database."""
+    with sqlite3.connect(db) as conn:
+        conn.execute(f"UPDATE tokens SET expires_at = {sql_value}")
+
+
+@pytest.mark.parametrize("sql_value, shown, state", FAR)
+async def test_api_lists_any_stored_expiry(make_client, tmp_path, sql_value, shown, state):
+    client, service = await make_client()
+    await alice(service, "files:read")
+    secret, _ = await service.create_token("alice")
+    store_expiry(tmp_path / "data" / "users.db", sql_value)
+    resp = await client.get("/api/tokens", headers=API_ALICE)
+    assert resp.status == 200
+    [listed] = (await resp.json())["tokens"]
+    assert (listed["expires"], listed["state"]) == (shown, state)
+    resp = await client.get("/files/files/a", headers=bearer(secret))
+    assert resp.status == (200 if state == "active" else 401)  # garbage fails closed

@@ -191,3 +191,142 @@ async def test_list_buckets(client, bucket):
     resp = await client.get("/files/")
     names = [b["name"] for b in (await resp.json())["buckets"]]
     assert bucket in names
+
+
+# -- malformed multipart/form-data bodies, byte for byte over a raw socket -------------
+BOUNDARY = "s3gate-raw-form"
+
+
+def form_part(filename: str, data: bytes, extra_headers: bytes = b"") -> bytes:
+    head = f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+    return head.encode("latin-1") + extra_headers + b"\r\n" + data
+
+
+CLOSE = f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+async def raw_form_post(client, path: str, body: bytes) -> tuple[int, dict]:
+    """POST exactly these body bytes, with a Content-Length that matches them."""
+    import asyncio
+    import json
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.server.port)
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    writer.write(head.encode() + body)
+    await writer.drain()
+    raw = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    await writer.wait_closed()
+    status_line, _, rest = raw.partition(b"\r\n")
+    _, _, payload = rest.partition(b"\r\n\r\n")
+    return int(status_line.split()[1]), json.loads(payload)
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        b"",  # the part's data, then the end of the body
+        b"\r\n",  # the CRLF that starts a delimiter, then nothing
+        f"\r\n--{BOUNDARY[:-3]}".encode(),  # half a delimiter
+        f"\r\n--{BOUNDARY}".encode(),  # a delimiter, but no next part and no close-delimiter
+    ],
+    ids=["no-delimiter", "crlf-only", "half-delimiter", "bare-delimiter"],
+)
+async def test_unterminated_form_part_is_not_stored(client, bucket, s3, tail):
+    body = form_part("trunc1.txt", b"x" * 1000) + tail  # well under one 64 KiB read
+    status, answer = await raw_form_post(client, f"/files/{bucket}/docs/", body)
+    assert status == 400, answer
+    assert answer["message"] == "form body cut short: 'docs/trunc1.txt' has no closing boundary; it was not stored"
+    assert keys_in(s3, bucket) == [] and open_uploads(s3, bucket) == []
+
+
+async def test_unterminated_form_part_after_a_complete_one(client, bucket, s3):
+    # Reads past the end of the body in several pieces (300 KB > READ_CHUNK), and
+    # a part with its own Content-Length: neither is stored without its delimiter.
+    body = form_part("a.txt", b"A") + b"\r\n" + form_part("big.bin", b"y" * 300_000)
+    status, answer = await raw_form_post(client, f"/files/{bucket}/docs/", body)
+    assert status == 400
+    assert answer["message"] == (
+        "form body cut short: 'docs/big.bin' has no closing boundary; it was not stored (already stored: docs/a.txt)"
+    )
+    assert keys_in(s3, bucket) == ["docs/a.txt"] and open_uploads(s3, bucket) == []
+    body = form_part("sized.txt", b"hello", b"Content-Length: 5\r\n") + b"\r\n"
+    status, answer = await raw_form_post(client, f"/files/{bucket}/docs/", body)
+    assert status == 400 and "'docs/sized.txt' has no closing boundary" in answer["message"]
+    assert keys_in(s3, bucket) == ["docs/a.txt"] and open_uploads(s3, bucket) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (form_part("long.txt", b"l", b"X-Long: " + b"a" * 9000 + b"\r\n") + CLOSE, "header line is over 8190 bytes"),
+        (
+            form_part("many.txt", b"m", b"".join(b"X-H%d: v\r\n" % i for i in range(200))) + CLOSE,
+            "more than 128 header lines",
+        ),
+        (form_part("n\x00ul.txt", b"n") + CLOSE, "invalid form part header"),
+        (form_part("c\r\nr.txt", b"c") + CLOSE, "invalid form part header"),
+        (b"no boundary here\r\n", "no boundary from the Content-Type header found"),
+    ],
+    ids=["header-line-over-8190", "over-128-headers", "nul-in-filename", "crlf-in-filename", "no-boundary"],
+)
+async def test_malformed_form_part_headers_are_400(client, bucket, s3, caplog, body, says):
+    status, answer = await raw_form_post(client, f"/files/{bucket}/docs/", body)
+    assert status == 400, answer
+    assert says in answer["message"] and "aaaa" not in answer["message"]
+    assert not [r for r in caplog.records if r.exc_info], "no traceback logged"
+    assert keys_in(s3, bucket) == [] and open_uploads(s3, bucket) == []
+
+
+async def test_well_formed_raw_form_is_stored(client, bucket, s3):
+    # The same raw bytes, terminated: stored (also without the final CRLF, RFC 2046 §5.1.1).
+    body = form_part("ok.txt", b"x" * 1000) + b"\r\n" + form_part("b.txt", b"B") + CLOSE[:-2]
+    status, answer = await raw_form_post(client, f"/files/{bucket}/docs/", body)
+    assert status == 201, answer
+    assert sorted(keys_in(s3, bucket)) == ["docs/b.txt", "docs/ok.txt"]
+    assert s3.get_object(Bucket=bucket, Key="docs/ok.txt")["Body"].read() == b"x" * 1000
+
+
+async def test_s3_failure_midway_aborts_everything(aiohttp_client, settings, bucket, s3, monkeypatch):
+    """A store that refuses the second part: the PUT fails and the gateway itself cleans up."""
+    from s3gate import keys
+    from s3gate import settings as settings_mod
+    from s3gate.app import create_app
+    from s3gate.errors import StorageError
+
+    s3.put_object(Bucket=bucket, Key="obj", Body=b"previous version")
+    c = await aiohttp_client(create_app(settings_mod.replace(settings, part_size=5 * MiB)))
+    storage = c.app[keys.STORAGE]
+    real = storage.upload_part
+    calls: list[tuple[str, int]] = []
+
+    async def failing_upload_part(bucket, key, upload_id, number, data, crc32):
+        calls.append((upload_id, number))
+        if number == 2:
+            raise StorageError("storage refused the request (InternalError)")
+        return await real(bucket, key, upload_id, number, data, crc32)
+
+    monkeypatch.setattr(storage, "upload_part", failing_upload_part)
+    resp = await c.put(f"/files/{bucket}/obj", data=bytes(30 * MiB))
+    assert resp.status == 502, await resp.text()
+    assert (await resp.json())["error"] == "storage_error"
+    assert [n for _, n in calls][:2] == [1, 2]  # a real multipart upload, failed mid-way
+    # The handler answered only after its abort: nothing is left, at once.
+    assert open_uploads(s3, bucket) == []
+    assert s3.get_object(Bucket=bucket, Key="obj")["Body"].read() == b"previous version"
+    assert c.app[keys.BUDGET].used == 0
+
+
+@pytest.mark.parametrize("n", [0, 5, 4095], ids=["first-byte", "a-middle-byte", "last-byte"])
+async def test_one_byte_range(client, bucket, s3, n):
+    # bytes=N-N is one byte (RFC 9110 §14.1.2: last-pos is inclusive), not an invalid range.
+    body = bytes(range(256)) * 16  # 4096 bytes, each position distinct from its neighbours
+    s3.put_object(Bucket=bucket, Key="one.bin", Body=body)
+    resp = await client.get(f"/files/{bucket}/one.bin", headers={"Range": f"bytes={n}-{n}"})
+    assert resp.status == 206
+    assert resp.headers["Content-Range"] == f"bytes {n}-{n}/4096"
+    assert resp.headers["Content-Length"] == "1"
+    assert await resp.read() == body[n : n + 1]

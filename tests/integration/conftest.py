@@ -32,7 +32,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from s3gate import keys
-from s3gate.app import create_app
+from s3gate.app import create_app, make_runner
 from s3gate.embedded import Credentials, SeaweedFS
 from tests.conftest import make_settings
 
@@ -316,7 +316,7 @@ class GatewayServer(TestServer):
 
     async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
         kwargs["handler_cancellation"] = self._handler_cancellation
-        return web.AppRunner(self.app, **kwargs)
+        return make_runner(self.app, self.app[keys.SETTINGS], **kwargs)
 
 
 @pytest.fixture

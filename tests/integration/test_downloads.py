@@ -9,6 +9,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 
 from s3gate import keys
+from s3gate.http import downloads
 from tests.integration.conftest import MiB, curl, random_bytes, run, sha256, sha256_file
 
 pytestmark = pytest.mark.integration
@@ -271,3 +272,34 @@ async def test_gateway_signed_links_refuse_tampering_and_expiry(gateway, bucket,
     while time.time() <= expires + 0.05:
         await asyncio.sleep(0.1)
     assert (await curl(short, tmp=tmp_path)).status == 403
+
+
+async def test_every_streamed_response_carries_a_request_id(gateway, bucket, blob, tmp_path):
+    # These responses are prepared by their handlers before a middleware sees them.
+    url = gateway.url(f"/files/{bucket}/media/movie.mkv")
+    link = gateway.links.url(gateway.base, bucket, "media/movie.mkv", lifetime=60)
+    cases = {
+        "proxied 200": [url],
+        "proxied 206": ["-r", "0-99", url],
+        "HEAD": ["-I", url],
+        "signed link": [link],
+        "listfiles": [gateway.url(f"/listfiles/{bucket}/")],
+    }
+    for n, (what, args) in enumerate(cases.items()):
+        got = await curl("-H", f"X-Request-Id: it-{n}", *args, tmp=tmp_path)
+        assert got.status in (200, 206), (what, got.err)
+        assert got.headers.get("x-request-id") == f"it-{n}", what
+
+
+async def test_downloads_wait_for_budget_and_all_complete(start_gateway, bucket, blob, tmp_path):
+    # A budget of two downloads' worth: six curl downloads at once all
+    # complete (the others wait their turn), and every reservation comes back.
+    data, _ = blob
+    cost = downloads.download_reservation(MiB, len(data))
+    gateway = await start_gateway(download_chunk=MiB, upload_memory_budget=2 * cost)
+    budget = gateway.app[keys.BUDGET]
+    url = gateway.url(f"/files/{bucket}/media/movie.mkv")
+    got = await asyncio.gather(*(curl(url, tmp=tmp_path) for _ in range(6)))
+    assert all(g.status == 200 and sha256(g.body) == sha256(data) for g in got)
+    assert cost <= budget.peak <= budget.total
+    assert budget.used == 0

@@ -1,13 +1,19 @@
-"""Behind a real nginx with TLS, configured as README's Deployment section says.
+"""Behind a real nginx with TLS, configured by the site file we ship.
 
-Checks what only a real front proxy shows: uploads stream through it without
-being spooled to disk, HTTP/2 and HTTP/1.1 both work, the port-80 redirect
-keeps PUT, links and cookies know they are on https.
+The test renders ``config/nginx/s3gate.conf`` itself (only the values a
+deployer changes: ports, certificate, upstream, webroot, server name) and runs
+Debian's nginx with it, so what a deployer copies is what is tested. Checks what
+only a real front proxy shows: uploads stream through it without being spooled
+to disk, HTTP/2 and HTTP/1.1 both work, the port-80 redirect keeps PUT while
+certbot's challenge files are served over port 80, links and cookies know they
+are on https, and the gateway's own refusals reach the client.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -21,11 +27,17 @@ from tests.integration.conftest import MiB, random_bytes, run, sha256
 
 pytestmark = pytest.mark.integration
 
-NGINX_CONF = """
+SITE = Path(__file__).resolve().parents[2] / "config" / "nginx" / "s3gate.conf"
+DEBIAN_MAIN = Path("/etc/nginx/nginx.conf")
+
+# The test-only main configuration around the site: everything nginx writes
+# stays in ROOT (Debian's defaults point at /var/lib/nginx and /var/log/nginx).
+MAIN_CONF = """\
+{user}
 worker_processes 1;
 pid {root}/nginx.pid;
 error_log {root}/error.log warn;
-events {{ worker_connections 256; }}
+events {{}}
 http {{
     access_log off;
     client_body_temp_path {root}/client_body;
@@ -33,51 +45,76 @@ http {{
     fastcgi_temp_path {root}/fastcgi;
     uwsgi_temp_path {root}/uwsgi;
     scgi_temp_path {root}/scgi;
-    server {{
-        listen 127.0.0.1:{http_port};
-        return 308 https://$host:{https_port}$request_uri;
-    }}
-    server {{
-        listen 127.0.0.1:{https_port} ssl http2;
-        ssl_certificate {root}/cert.pem;
-        ssl_certificate_key {root}/key.pem;
-        client_max_body_size 0;
-        proxy_request_buffering off;
-        proxy_buffering off;
-        proxy_http_version 1.1;
-        location / {{
-            proxy_pass http://127.0.0.1:{upstream};
-            proxy_set_header Host $http_host;
-            proxy_set_header X-Forwarded-Proto $scheme;
-            proxy_set_header X-Forwarded-Host $http_host;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-        }}
-    }}
+    include {site};
 }}
 """
 
 PASSWORD = "correct horse battery staple"
 
 
-@pytest.fixture
-async def behind_nginx(start_gateway, tmp_path):
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    assert Path(nginx).exists(), "nginx is needed (apt-get install nginx; .ci/run does it)"
-    gateway = await start_gateway(trust_forwarded=True, auth=True, login_delay=0)
-    service = gateway.app[keys.AUTH]
-    await service.add_user("alice", PASSWORD)
-    root = tmp_path / "nginx"
-    for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
-        (root / sub).mkdir(parents=True)
+def render(text: str, replacements: list[tuple[str, str, int]]) -> str:
+    """Replace each (shipped text, test text, how often it occurs); a marker not found as expected fails."""
+    for old, new, times in replacements:
+        found = text.count(old)
+        assert found == times, f"{SITE}: expected {old!r} {times}x, found {found}x; update the test with the file"
+        text = text.replace(old, new)
+    return text
+
+
+def loopback(http_port: int, https_port: int) -> list[tuple[str, str, int]]:
+    """The site's ports 80 and 443 (IPv4 and IPv6 wildcards) as two free ports on 127.0.0.1."""
+    return [
+        ("listen 80;", f"listen 127.0.0.1:{http_port};", 1),
+        ("listen 443 ssl http2;", f"listen 127.0.0.1:{https_port} ssl http2;", 1),
+        ("listen [::]:80;", "", 1),
+        ("listen [::]:443 ssl http2;", "", 1),
+    ]
+
+
+def certificate(root: Path) -> list[tuple[str, str, int]]:
+    """A self-signed certificate in ROOT, and the site's certificate paths pointing at it."""
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
          "-keyout", str(root / "key.pem"), "-out", str(root / "cert.pem")],
         check=True, capture_output=True,
     )  # fmt: skip
+    return [
+        ("ssl_certificate     /etc/letsencrypt/live/files.example.org/fullchain.pem;", f"ssl_certificate {root}/cert.pem;", 1),
+        ("ssl_certificate_key /etc/letsencrypt/live/files.example.org/privkey.pem;", f"ssl_certificate_key {root}/key.pem;", 1),
+    ]
+
+
+def nginx_binary() -> str:
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    assert Path(nginx).exists(), "nginx is needed (apt-get install nginx; ./run.sh test installs it)"
+    return nginx
+
+
+@pytest.fixture
+async def behind_nginx(start_gateway, tmp_path):
+    nginx = nginx_binary()
+    gateway = await start_gateway(trust_forwarded=True, auth=True, login_delay=0)
+    service = gateway.app[keys.AUTH]
+    await service.add_user("alice", PASSWORD)
+    root = tmp_path / "nginx"
+    for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi", "webroot"):
+        (root / sub).mkdir(parents=True)
     http_port, https_port = free_port(), free_port()
-    (root / "nginx.conf").write_text(
-        NGINX_CONF.format(root=root, http_port=http_port, https_port=https_port, upstream=gateway.port)
+    site = render(
+        SITE.read_text(),
+        [
+            *loopback(http_port, https_port),
+            ("return 308 https://$host$request_uri;", f"return 308 https://$host:{https_port}$request_uri;", 1),
+            ("server_name files.example.org;", "server_name 127.0.0.1;", 2),
+            ("root /var/www/html;", f"root {root}/webroot;", 1),
+            ("server 127.0.0.1:5000;", f"server 127.0.0.1:{gateway.port};", 1),
+            *certificate(root),
+        ],
     )
+    (root / "s3gate.conf").write_text(site)
+    # As root, nginx's workers would run as nobody, who cannot read pytest's 0700 temp dirs.
+    user = "user root;" if os.geteuid() == 0 else ""
+    (root / "nginx.conf").write_text(MAIN_CONF.format(root=root, user=user, site=root / "s3gate.conf"))
     proc = await asyncio.create_subprocess_exec(
         nginx, "-p", str(root), "-c", str(root / "nginx.conf"), "-g", "daemon off;",
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
@@ -86,9 +123,12 @@ async def behind_nginx(start_gateway, tmp_path):
         probe = await run("curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", f"https://127.0.0.1:{https_port}/healthz")
         if probe.text == "200":
             break
+        if proc.returncode is not None:
+            break
         await asyncio.sleep(0.1)
     else:
         raise AssertionError((root / "error.log").read_text())
+    assert proc.returncode is None, (root / "error.log").read_text()
     gateway.service = service
     gateway.https = f"https://127.0.0.1:{https_port}"
     gateway.http = f"http://127.0.0.1:{http_port}"
@@ -115,31 +155,60 @@ async def test_upload_and_download_over_https_http11_and_http2(behind_nginx, buc
     # A chunked body of unknown length streams too.
     piped = await run("curl", "-sSk", "--fail", "-u", user, "-T", "-", f"{gw.https}/files/{bucket}/piped.bin", input=src.read_bytes())
     assert piped.rc == 0 and sha256(src.read_bytes()) in piped.text
+    assert "buffered to a temporary file" not in (gw.nginx_root / "error.log").read_text()
 
 
 async def test_port_80_redirect_keeps_put(behind_nginx, bucket, tmp_path):
     gw = behind_nginx
     await gw.service.grant("alice", Rule.parse(f"{bucket}:read,write"))
-    src = tmp_path / "via-80.txt"
-    src.write_bytes(b"hello over 80")
+    # Over 1 MiB (nginx's default body limit, checked before the redirect) and
+    # sent with Expect: 100-continue, as curl does for such a body.
+    src = tmp_path / "via-80.bin"
+    src.write_bytes(random_bytes(2 * MiB))
     up = await run(
         "curl", "-sSk", "--fail", "-L", "-u", f"alice:{PASSWORD}", "--location-trusted",
-        "-T", src, f"{gw.http}/files/{bucket}/via-80.txt",
+        "-w", "%{num_redirects} %{response_code}", "-o", "/dev/null",
+        "-T", src, f"{gw.http}/files/{bucket}/via-80.bin",
     )  # fmt: skip
     assert up.rc == 0, up.errtext
-    down = await run("curl", "-sSk", "--fail", "-u", f"alice:{PASSWORD}", f"{gw.https}/files/{bucket}/via-80.txt")
-    assert down.out == b"hello over 80"
+    assert up.text == "1 201", up.text
+    down = await run("curl", "-sSk", "--fail", "-u", f"alice:{PASSWORD}", f"{gw.https}/files/{bucket}/via-80.bin")
+    assert down.out == src.read_bytes()
+
+
+async def test_acme_challenge_served_over_port_80(behind_nginx):
+    gw = behind_nginx
+    token = "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA"  # RFC 8555 section 8.3's example token
+    challenge = gw.nginx_root / "webroot" / ".well-known" / "acme-challenge"
+    challenge.mkdir(parents=True)
+    (challenge / token).write_text(f"{token}.key-thumbprint")
+    got = await run(
+        "curl", "-sS", "-w", "\n%{response_code} %{num_redirects}", f"{gw.http}/.well-known/acme-challenge/{token}"
+    )
+    assert got.text == f"{token}.key-thumbprint\n200 0", got.text
+    # A token certbot did not write is a plain 404 there, not a redirect nor the gateway.
+    missing = await run("curl", "-sS", "-o", "/dev/null", "-w", "%{response_code}", f"{gw.http}/.well-known/acme-challenge/nope")
+    assert missing.text == "404"
+    # The rest of port 80 still redirects, port kept as configured.
+    other = await run("curl", "-sS", "-o", "/dev/null", "-w", "%{response_code} %{redirect_url}", f"{gw.http}/.well-known/other")
+    assert other.text == f"308 {gw.https}/.well-known/other", other.text
 
 
 async def test_https_links_and_secure_session_cookie(behind_nginx, bucket, store, tmp_path):
     gw = behind_nginx
     await gw.service.grant("alice", Rule.parse(f"{bucket}:read"))
     await store.put(bucket, "doc.txt", b"signed")
-    link = await run("curl", "-sSk", "-u", f"alice:{PASSWORD}", f"{gw.https}/downloads3/{bucket}/doc.txt")
-    url = link.text.strip()
-    assert url.startswith(f"{gw.https}/files/{bucket}/doc.txt?"), url  # the scheme and host clients used
-    fetched = await run("curl", "-sSk", "--fail", url)
-    assert fetched.out == b"signed"
+    for version in ("--http1.1", "--http2"):  # Host, or HTTP/2's :authority
+        link = await run("curl", "-sSk", version, "-u", f"alice:{PASSWORD}", f"{gw.https}/downloads3/{bucket}/doc.txt")
+        url = link.text.strip()
+        assert url.startswith(f"{gw.https}/files/{bucket}/doc.txt?"), url  # the scheme, host and port clients used
+        fetched = await run("curl", "-sSk", "--fail", url)
+        assert fetched.out == b"signed"
+    # A client that sends no Host at all (HTTP/1.0) gets links to server_name.
+    link = await run(
+        "curl", "-sSk", "--http1.0", "-H", "Host:", "-u", f"alice:{PASSWORD}", f"{gw.https}/downloads3/{bucket}/doc.txt"
+    )
+    assert link.text.strip().startswith(f"https://127.0.0.1/files/{bucket}/doc.txt?"), link.text
 
     jar = tmp_path / "jar.txt"
     login = await run(
@@ -153,3 +222,55 @@ async def test_https_links_and_secure_session_cookie(behind_nginx, bucket, store
     # Netscape cookie file: field 4 is "secure" (TRUE/FALSE); HttpOnly cookies are prefixed.
     fields = cookie_lines[0].split("\t")
     assert fields[0].startswith("#HttpOnly_") and fields[3] == "TRUE", cookie_lines[0]
+
+
+async def test_refused_upload_answered_by_the_gateway(behind_nginx, bucket, tmp_path):
+    gw = behind_nginx
+    await gw.service.grant("alice", Rule.parse(f"{bucket}:read"))  # no write
+    src = tmp_path / "refused.bin"
+    src.write_bytes(random_bytes(8 * MiB))
+    for version in ("--http1.1", "--http2"):
+        refused = await run(
+            "curl", "-sSk", version, "-u", f"alice:{PASSWORD}", "-w", "\n%{response_code}",
+            # A forged chain: nginx replaces it, so the audit log names the real peer.
+            "-H", "X-Forwarded-For: 203.0.113.9",
+            "-T", src, f"{gw.https}/files/{bucket}/refused.bin",
+        )  # fmt: skip
+        body, _, status = refused.text.rpartition("\n")
+        assert status == "403", refused.text
+        assert "nginx" not in body and "forbidden" in body.lower(), body  # the gateway's message, not nginx's page
+    audit = [json.loads(line) for line in Path(gw.settings.data_dir, "audit.log").read_text().splitlines()]
+    denied = [e for e in audit if e.get("outcome") == "denied" and e.get("key") == "refused.bin"]
+    assert len(denied) == 2 and {e["remote"] for e in denied} == {"127.0.0.1"}, denied
+
+
+async def test_nginx_t_accepts_the_site_in_debians_main_config(tmp_path):
+    """`nginx -t` on the shipped site inside Debian's own /etc/nginx/nginx.conf, as installed.
+
+    Moved are only what -t opens: the certificate (loaded), the logs and the
+    pid file (unwritable unless root) and the listening sockets (-t binds
+    them: loopback and free ports here, as in every test).
+    """
+    nginx = nginx_binary()
+    assert DEBIAN_MAIN.exists(), f"{DEBIAN_MAIN} is Debian's nginx main configuration (apt-get install nginx)"
+    root = tmp_path / "nginx-t"
+    root.mkdir()
+    (root / "s3gate.conf").write_text(render(SITE.read_text(), [*loopback(free_port(), free_port()), *certificate(root)]))
+    main = render(
+        DEBIAN_MAIN.read_text(),
+        [
+            ("include /etc/nginx/sites-enabled/*;", f"include {root}/s3gate.conf;", 1),
+            ("pid /run/nginx.pid;", f"pid {root}/nginx.pid;", 1),
+            ("error_log /var/log/nginx/error.log;", f"error_log {root}/error.log;", 1),
+            ("access_log /var/log/nginx/access.log;", f"access_log {root}/access.log;", 1),
+        ],
+    )
+    (root / "nginx.conf").write_text(main)
+    # No -p: Debian's modules-enabled/*.conf load "modules/..." relative to the built-in prefix.
+    checked = await run(nginx, "-t", "-c", root / "nginx.conf")
+    assert checked.rc == 0, checked.errtext
+    assert "test is successful" in checked.errtext, checked.errtext
+    # Nothing to warn about either (a redefined listen option, a conflicting server name...),
+    # save nginx noting that "user" needs root when the suite runs unprivileged.
+    warnings = [line for line in checked.errtext.splitlines() if "[warn]" in line and '"user" directive' not in line]
+    assert not warnings, checked.errtext

@@ -126,9 +126,8 @@ async def start_gunicorn(
         S3GATE_S3_ACCESS_KEY=seaweed.credentials.access_key,
         S3GATE_S3_SECRET_KEY=seaweed.credentials.secret_key,
         S3GATE_DATA_DIR=str(tmp_path / "gateway-data"),
-        S3GATE_AUTH="0",
         S3GATE_GRACEFUL_TIMEOUT=str(graceful_timeout),
-        **settings,
+        **{"S3GATE_AUTH": "0", **settings},  # auth off unless a test turns it on
     )
     with open(log, "wb") as out:
         proc = await asyncio.create_subprocess_exec(
@@ -176,8 +175,20 @@ class RssSampler(threading.Thread):
 
 UPLOADS = 8
 UPLOAD_SIZE = 64 * MiB
-BUDGET = 64 * MiB
-MARGIN = 150 * MiB
+BUDGET = 64 * MiB  # the README's promise: a worker stays within baseline + budget
+
+
+async def steady_rss(pid: int, timeout: float = 10.0) -> int:
+    """The process's RSS once it has settled: two readings 100 ms apart within 1 MiB."""
+    deadline = time.monotonic() + timeout
+    last = vm_rss(pid)
+    while True:
+        await asyncio.sleep(0.1)
+        now = vm_rss(pid)
+        if abs(now - last) < MiB:
+            return now
+        assert time.monotonic() < deadline, f"RSS of {pid} still moving ({last} -> {now})"
+        last = now
 
 
 async def test_memory_stays_bounded_under_concurrent_uploads(processes, seaweed, store, bucket, tmp_path):
@@ -206,8 +217,7 @@ async def test_memory_stays_bounded_under_concurrent_uploads(processes, seaweed,
         # Warm up (S3 client, connection pool, first multipart) before taking the baseline.
         status, info = await put("warmup.bin", body())
         assert status == 201, info
-        await asyncio.sleep(0.3)
-        baseline = vm_rss(worker)
+        baseline = await steady_rss(worker)
 
         sampler = RssSampler(worker)
         sampler.start()
@@ -234,7 +244,7 @@ async def test_memory_stays_bounded_under_concurrent_uploads(processes, seaweed,
         f"for {UPLOADS} x {UPLOAD_SIZE // MiB} MiB in {elapsed:.1f} s; budget {BUDGET // MiB} MiB"
     )
     print(report)
-    assert sampler.peak < baseline + BUDGET + MARGIN, report
+    assert sampler.peak <= baseline + BUDGET, report
     # Free SeaweedFS's disk for the rest of the session.
     for i in range(UPLOADS):
         await store.call("delete_object", Bucket=bucket, Key=f"crowd/{i}.bin")
@@ -425,3 +435,81 @@ def test_workers_starting_together_share_one_link_key(tmp_path):
             kind = "same key" if len({sig for _, sig in got}) == 1 else "different keys"
         outcomes[kind] = outcomes.get(kind, 0) + 1
     assert outcomes == {"same key": rounds}, outcomes
+
+
+# -- the embedded store dies under `s3gate serve` ----------------------------------------
+def weed_child(r: Running) -> psutil.Process:
+    found = [p for p in psutil.Process(r.pid).children(recursive=True) if "weed" in p.name()]
+    assert len(found) == 1, found
+    return found[0]
+
+
+async def http_status(url: str) -> int | None:
+    async with aiohttp.ClientSession() as session:
+        try:
+            async with session.get(url, timeout=aiohttp.ClientTimeout(total=5)) as resp:
+                return resp.status
+        except (TimeoutError, aiohttp.ClientError):
+            return None
+
+
+async def test_serve_restarts_a_store_killed_with_sigkill(processes, tmp_path):
+    data_dir = tmp_path / "data"
+    gw = await start_serve(processes, data_dir, free_port(), tmp_path, "store-killed")
+    password = (data_dir / "admin-password").read_text().strip()
+    user = f"admin:{password}"
+    src = tmp_path / "kept.bin"
+    src.write_bytes(random_bytes(2 * MiB))
+    up = await run("curl", "-sS", "--fail", "-u", user, "-T", src, gw.url("/files/files/"))
+    assert up.rc == 0, up.errtext
+    weed = weed_child(gw)
+    s3_port = int(gw.log_tail().split("embedded S3 ready at http://127.0.0.1:")[1].split(",")[0])
+
+    weed.send_signal(signal.SIGKILL)
+
+    async def healthz_says_down() -> bool:
+        return await http_status(gw.url("/healthz")) == 503
+
+    await eventually(healthz_says_down, 10, "/healthz to report the dead store")
+
+    async def restarted() -> bool:
+        try:
+            if weed.status() == psutil.STATUS_ZOMBIE:
+                return False  # not reaped
+        except psutil.NoSuchProcess:
+            pass
+        else:
+            return False
+        return await http_status(gw.url("/readyz")) == 200 and await http_status(gw.url("/healthz")) == 200
+
+    await eventually(restarted, 60, "the dead store reaped and a new one serving")
+    new = weed_child(gw)
+    assert new.pid != weed.pid
+    assert any(c.laddr.port == s3_port for c in new.net_connections("inet") if c.status == psutil.CONN_LISTEN)
+    gw.children = [p.pid for p in psutil.Process(gw.pid).children(recursive=True)]
+    down = await run("curl", "-sS", "--fail", "-u", user, gw.url("/files/files/kept.bin"))
+    assert down.rc == 0 and sha256(down.out) == sha256(src.read_bytes())
+    log = gw.log_tail()
+    assert "exited with code -9" in log and "ready again" in log, log
+    await stop_with_ctrl_c(gw)
+
+
+async def test_serve_exits_non_zero_when_the_store_cannot_come_back(processes, tmp_path):
+    data_dir = tmp_path / "data"
+    gw = await start_serve(processes, data_dir, free_port(), tmp_path, "store-broken")
+    gunicorn = [p for p in psutil.Process(gw.pid).children() if "weed" not in p.name()]
+    weed = weed_child(gw)
+    # The next start cannot open its log: a directory now stands where the file was.
+    log_path = data_dir / "seaweedfs" / "seaweedfs.log"
+    log_path.rename(log_path.with_suffix(".old"))
+    log_path.mkdir()
+
+    weed.send_signal(signal.SIGKILL)
+
+    rc = await asyncio.wait_for(gw.proc.wait(), 60)
+    assert rc == 1, gw.log_tail()
+    for pid in [p.pid for p in gunicorn] + gw.children:
+        assert not alive(pid), f"{pid} still running"
+    log = gw.log_tail()
+    assert "did not start again" in log, log
+    assert "Traceback" not in log, log

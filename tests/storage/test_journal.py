@@ -1,12 +1,18 @@
-"""The upload journal and the opt-in stale-upload sweeper."""
+"""The upload journal, the orphan sweeper and the opt-in stale-upload sweeper."""
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
 
 import pytest
 
 from s3gate.storage.budget import MemoryBudget
-from s3gate.storage.journal import UploadJournal
+from s3gate.storage.journal import UploadJournal, process_identity
 from s3gate.storage.s3 import Storage
 from s3gate.storage.writer import ObjectWriter
-from tests.conftest import open_uploads
+from tests.conftest import keys_in, open_uploads
 
 MiB = 1024 * 1024
 
@@ -17,9 +23,9 @@ async def storage(settings):
         yield st
 
 
-def writer(storage, bucket, journal):
+def writer(storage, bucket, journal, key="big.bin"):
     return ObjectWriter(
-        storage, MemoryBudget(64 * MiB), bucket, "big.bin",
+        storage, MemoryBudget(64 * MiB), bucket, key,
         part_size=5 * MiB, parts_in_flight=1, limit=1 << 40,
         content_type="application/octet-stream", journal=journal,
     )
@@ -47,3 +53,76 @@ async def test_sweeper_aborts_only_our_stale_uploads(storage, bucket, tmp_path, 
     assert await journal.sweep(storage, older_than=0) == 1
     assert [u["UploadId"] for u in open_uploads(s3, bucket)] == [foreign]
     assert journal.entries() == []
+
+
+class Owner:
+    """A real process that owns journal entries while it runs, then exits (as a killed worker)."""
+
+    def __init__(self):
+        self.proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+        self.pid = self.proc.pid
+        self.identity = process_identity(self.pid)
+        assert self.identity is not None
+
+    def exit(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def leave_entry(journal: UploadJournal, s3, bucket: str, key: str, pid: int, owner: str | None) -> str:
+    """A multipart upload with one part, and its journal entry, as a worker leaves them mid-upload."""
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=1, Body=b"x" * 1024)
+    entry = {"bucket": bucket, "key": key, "upload_id": upload_id, "started": time.time(), "pid": pid, "owner": owner}
+    journal._write(entry)
+    return upload_id
+
+
+def test_process_identity_tells_a_recycled_pid_apart():
+    owner = Owner()
+    assert process_identity(owner.pid) == owner.identity
+    assert process_identity(os.getpid()) not in (None, owner.identity)
+    owner.proc.stdin.close()
+    os.waitid(os.P_PID, owner.pid, os.WEXITED | os.WNOWAIT)  # exited, not yet reaped: a zombie
+    assert process_identity(owner.pid) is None
+    owner.proc.wait()
+    assert process_identity(owner.pid) is None
+
+
+async def test_orphans_are_aborted_and_live_uploads_kept(storage, bucket, tmp_path, s3):
+    journal = UploadJournal(tmp_path / "uploads")
+    dead, alive = Owner(), Owner()
+    try:
+        orphan = leave_entry(journal, s3, bucket, "dead-worker.bin", dead.pid, dead.identity)
+        dead.exit()  # killed mid-upload
+        # The pid of a running process, but not the process that wrote the entry (a recycled pid).
+        recycled = leave_entry(journal, s3, bucket, "recycled.bin", os.getpid(), f"{dead.identity}-earlier")
+        other_worker = leave_entry(journal, s3, bucket, "other-worker.bin", alive.pid, alive.identity)
+
+        # In this process: one request still uploading, one that ended without removing its entry
+        # (its abort failed while S3 was down).
+        w = writer(storage, bucket, journal)
+        await w.write(b"x" * (6 * MiB))
+        for task in list(w._tasks):
+            await task
+
+        async def request_that_gave_up():
+            gone = writer(storage, bucket, journal, key="failed-abort.bin")
+            await gone.write(b"x" * (6 * MiB))
+            for task in list(gone._tasks):
+                await task
+
+        await asyncio.create_task(request_that_gave_up())
+        foreign = s3.create_multipart_upload(Bucket=bucket, Key="someone-else.bin")["UploadId"]
+
+        assert await journal.sweep_orphans(storage) == 3
+        left = {u["Key"]: u["UploadId"] for u in open_uploads(s3, bucket)}
+        assert set(left) == {"other-worker.bin", "big.bin", "someone-else.bin"}, left
+        assert left["other-worker.bin"] == other_worker and left["someone-else.bin"] == foreign
+        assert orphan not in left.values() and recycled not in left.values()
+        assert sorted(e["key"] for e in journal.entries()) == ["big.bin", "other-worker.bin"]
+
+        await w.finish()  # the live request completes as if nothing happened
+        assert "big.bin" in keys_in(s3, bucket)
+    finally:
+        alive.exit()

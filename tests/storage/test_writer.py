@@ -5,7 +5,7 @@ import hashlib
 
 import pytest
 
-from s3gate.errors import ChecksumMismatch, PayloadTooLarge, StorageError
+from s3gate.errors import ChecksumMismatch, PayloadTooLarge
 from s3gate.storage.budget import MemoryBudget
 from s3gate.storage.s3 import Storage
 from s3gate.storage.writer import UPLOAD_OVERHEAD, ObjectWriter, part_size_for, unknown_length_part_size
@@ -77,59 +77,52 @@ async def test_multipart_and_memory_stays_within_parts(storage, bucket, s3):
     assert budget.used == 0
 
 
-class FailingStorage:
-    """Real storage, but the n-th part upload fails like a broken S3 would."""
+class CancelOnGrant(MemoryBudget):
+    """A real budget that cancels a task the moment its n-th grant completes.
 
-    def __init__(self, real, fail_part):
-        self.real, self.fail_part = real, fail_part
+    The cancel lands while the grant's task finishes, so the writer is still
+    suspended in ``asyncio.wait`` in ``_new_buffer``: the budget is already
+    granted, but the writer has not recorded it yet. A fixed point, no timing.
+    """
 
-    def __getattr__(self, name):
-        return getattr(self.real, name)
+    def __init__(self, total: int, cancel_at: int):
+        super().__init__(total)
+        self.cancel_at = cancel_at
+        self.grants = 0
+        self.task: asyncio.Task | None = None
 
-    async def upload_part(self, bucket, key, upload_id, number, data, crc):
-        if number == self.fail_part:
-            raise StorageError("storage refused the request (InternalError)")
-        return await self.real.upload_part(bucket, key, upload_id, number, data, crc)
-
-
-async def test_s3_failure_midway_aborts_everything(storage, bucket, s3):
-    s3.put_object(Bucket=bucket, Key="obj", Body=b"previous version")
-    budget = MemoryBudget(64 * MiB)
-    w = writer(FailingStorage(storage, fail_part=2), budget, bucket)
-    with pytest.raises(StorageError):
-        await feed(w, 30 * MiB)
-        await w.finish()
-    await w.abort()
-    assert open_uploads(s3, bucket) == []
-    assert s3.get_object(Bucket=bucket, Key="obj")["Body"].read() == b"previous version"
-    assert budget.used == 0
+    async def acquire(self, n: int) -> None:
+        await super().acquire(n)
+        self.grants += 1
+        if self.grants == self.cancel_at and self.task is not None:
+            self.task.cancel()
 
 
-async def test_cancelled_upload_is_aborted(storage, bucket, s3):
-    budget = MemoryBudget(64 * MiB)
+@pytest.mark.parametrize(
+    "cancel_at",
+    [1, 2],
+    ids=["granting-the-first-part-and-overhead", "granting-the-second-part-with-an-open-upload"],
+)
+async def test_cancelled_upload_is_aborted(storage, bucket, s3, cancel_at):
+    budget = CancelOnGrant(64 * MiB, cancel_at)
     w = writer(storage, budget, bucket)
-    stall = asyncio.Event()
 
     async def upload():
         try:
             await feed(w, 11 * MiB)
-            await stall.wait()  # the client stops sending
+            await w.finish()
         except asyncio.CancelledError:
             await w.abort()
             raise
 
-    task = asyncio.create_task(upload())
-    for _ in range(100):
-        await asyncio.sleep(0.05)
-        if open_uploads(s3, bucket):
-            break
-    assert open_uploads(s3, bucket), "a multipart upload should be open by now"
-    task.cancel()
+    budget.task = asyncio.create_task(upload())
     with pytest.raises(asyncio.CancelledError):
-        await task
+        await budget.task
+    assert budget.grants == cancel_at and w.size == (cancel_at - 1) * 5 * MiB
+    assert (w.upload_id is not None) == (cancel_at == 2)  # the second part opens a multipart upload
     assert open_uploads(s3, bucket) == []
     assert keys_in(s3, bucket) == []
-    assert budget.used == 0
+    assert budget.used == 0, f"{budget.used} bytes of budget leaked"
 
 
 async def test_limit_and_short_body(storage, bucket, s3):
