@@ -16,7 +16,6 @@ and its own limits and alerts apply.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import os
 import signal
@@ -67,15 +66,6 @@ def gunicorn_argv(settings: settings_mod.Settings) -> list[str]:
         "--log-level",
         settings.log_level,
     ]
-
-
-def is_loopback(host: str) -> bool:
-    if host in ("localhost", ""):
-        return host == "localhost"
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_before_start(settings: settings_mod.Settings) -> None:

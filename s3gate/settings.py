@@ -133,7 +133,7 @@ class Settings:
     )
     abort_stale_uploads_hours: float = setting(
         0.0,
-        "If > 0, abort multipart uploads started by s3gate that are older than this many hours (checked hourly). Others' uploads are never touched.",
+        "If > 0, also abort multipart uploads started by s3gate that are older than this many hours, even if a request still owns them (checked every 10 minutes). Orphans (no live request owns them) are aborted at start-up and every 10 minutes regardless. Others' uploads are never touched.",
     )
 
     # -- auth (owned by the auth room, s3gate/auth; checked by s3gate.auth.config.check)
@@ -196,7 +196,9 @@ class Settings:
             if value and not _valid_url(value):
                 problems.append(f"{name} must be an http:// or https:// URL, got {value!r}")
         if not 0 <= self.embedded_s3_port <= MAX_EMBEDDED_S3_PORT:
-            problems.append(f"embedded_s3_port must be between 0 and {MAX_EMBEDDED_S3_PORT} (its gRPC port is 10000 higher)")
+            problems.append(
+                f"embedded_s3_port must be between 0 and {MAX_EMBEDDED_S3_PORT} (its gRPC port is 10000 higher)"
+            )
         if self.s3_max_connections < 1:
             problems.append("s3_max_connections must be at least 1")
         if not self.s3_timeout > 0:

@@ -76,9 +76,12 @@ def _routes() -> list[Route]:
         Route("seed-upload", "POST", "/uploads3/{b}", "write", "", form="new.txt", kind="write"),
         Route("seed-upload-slash", "POST", "/uploads3/{b}/", "write", "", form="new.txt", kind="write"),
         Route("seed-list", "GET", "/listfiles/{b}/", "list", "", kind="seedlist"),
+        Route("seed-list-noslash", "GET", "/listfiles/{b}", "list", "", kind="seedlist"),
         # The REST face: bucket level.
         Route("form-root", "POST", "/files/{b}/", "write", "", form="new.txt", kind="write"),
+        Route("form-root-noslash", "POST", "/files/{b}", "write", "", form="new.txt", kind="write"),
         Route("list-root", "GET", "/files/{b}/", "list", "", kind="list"),
+        Route("list-root-noslash", "GET", "/files/{b}", "list", "", kind="list"),
         Route("buckets", "GET", "/files", "list", "", kind="buckets"),
     ]
     for folder in ("docs/", "docs-private/"):

@@ -8,9 +8,9 @@ from aiohttp import web
 
 from .. import keys
 from ..auth import csrf
-from ..errors import MethodNotAllowed
+from ..errors import BadRequest, MethodNotAllowed
 from ..storage.writer import UploadResult
-from . import access, downloads, forwarded, links, listing, uploads
+from . import access, downloads, folders, forwarded, links, listing, uploads
 from .paths import check_bucket, check_key, check_prefix, object_path
 from .responses import json_response
 
@@ -31,6 +31,10 @@ async def bucket_root(request: web.Request) -> web.StreamResponse:
     bucket, _ = target(request)
     if request.method == "POST":
         return await post_form(request, bucket, "")
+    if request.method == "DELETE":  # the objects, never the bucket itself
+        return await folders.delete_folder(request, bucket, "")
+    if "archive" in request.query:
+        return await folders.archive(request, bucket, "")
     return await listing.list_page(request, bucket, "")
 
 
@@ -39,6 +43,8 @@ async def object_route(request: web.Request) -> web.StreamResponse:
     method = request.method
     if method in ("GET", "HEAD"):
         if path.endswith("/"):
+            if "archive" in request.query:
+                return await folders.archive(request, bucket, check_prefix(path))
             return await listing.list_page(request, bucket, check_prefix(path))
         return await download(request, bucket, check_key(path))
     if method == "PUT":
@@ -46,6 +52,10 @@ async def object_route(request: web.Request) -> web.StreamResponse:
     if method == "POST":
         return await post_form(request, bucket, check_prefix(path))
     if method == "DELETE":
+        if path.endswith("/"):
+            return await folders.delete_folder(request, bucket, check_prefix(path))
+        if "recursive" in request.query:
+            raise BadRequest("a recursive delete needs a folder path ending in '/'")
         return await delete_object(request, bucket, check_key(path))
     raise MethodNotAllowed(headers={"Allow": "GET, HEAD, PUT, POST, DELETE"})
 

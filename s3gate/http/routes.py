@@ -63,6 +63,7 @@ def setup(app: web.Application) -> None:
     for path in ("/files/{bucket}", "/files/{bucket}/"):
         r.add_route("GET", path, files.bucket_root)
         r.add_route("HEAD", path, files.bucket_root)
+        r.add_route("DELETE", path, files.bucket_root)  # ?recursive=1: every object, never the bucket
         r.add_route("POST", path, files.bucket_root, expect_handler=defer_continue)
     for method in ("GET", "HEAD", "DELETE"):
         r.add_route(method, "/files/{bucket}/{path:.+}", files.object_route)

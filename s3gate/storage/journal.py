@@ -28,6 +28,7 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,9 @@ class UploadJournal:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.owner = process_identity(os.getpid())
-        # upload id -> the task of the request that owns it, in this process.
+        # This journal among others in the same process (tests run several apps).
+        self.instance = secrets.token_hex(8)
+        # upload id -> the task of the request that owns it, in this journal.
         self._live: dict[str, asyncio.Task[Any] | None] = {}
 
     def _path(self, upload_id: str) -> Path:
@@ -99,6 +102,7 @@ class UploadJournal:
             "started": time.time(),
             "pid": os.getpid(),
             "owner": self.owner,
+            "journal": self.instance,
         }
         await asyncio.to_thread(self._write, entry)
 
@@ -117,7 +121,7 @@ class UploadJournal:
 
     def owned(self, entry: dict[str, Any]) -> bool:
         """Whether a live request owns this entry's upload."""
-        if entry.get("owner") is not None and entry.get("owner") == self.owner:
+        if entry.get("journal") == self.instance:
             task = self._live.get(entry["upload_id"])
             return task is not None and not task.done()
         pid, owner = entry.get("pid"), entry.get("owner")

@@ -43,6 +43,8 @@ log = logging.getLogger("s3gate.storage")
 # Metadata key s3gate sets on every object it writes: lets the stale-upload
 # sweeper and operators tell our objects from others'.
 UPLOADER_TAG = "s3gate"
+# DeleteObjects takes at most 1,000 keys per call (S3 API reference).
+DELETE_BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,13 @@ class Download:
     info: ObjectInfo
     body: Any  # aiobotocore StreamingBody; use `async with download.body`
     content_range: str | None
+
+
+@dataclass(frozen=True)
+class DeleteFailure:
+    key: str
+    code: str
+    message: str
 
 
 @dataclass(frozen=True)
@@ -336,6 +345,25 @@ class Storage:
         await self.head(bucket, key)
         with translate(bucket, key):
             await self.client.delete_object(Bucket=bucket, Key=key)
+
+    async def delete_many(self, bucket: str, keys: list[str]) -> list[DeleteFailure]:
+        """Delete keys with DeleteObjects, DELETE_BATCH at a time; the keys S3 refused, with its reason.
+
+        A failure of a whole call (storage down) raises after the batches
+        before it are done: callers report those as deleted.
+        """
+        failures: list[DeleteFailure] = []
+        for start in range(0, len(keys), DELETE_BATCH):
+            batch = keys[start : start + DELETE_BATCH]
+            with translate(bucket):
+                resp = await self.client.delete_objects(
+                    Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True}
+                )
+            failures += [
+                DeleteFailure(str(e.get("Key", "")), str(e.get("Code", "")), str(e.get("Message", "")))
+                for e in resp.get("Errors", [])
+            ]
+        return failures
 
     async def list_page(
         self, bucket: str, *, prefix: str, delimiter: str | None, limit: int, token: str | None

@@ -64,22 +64,24 @@ async def test_full_queue_refuses_new_logins_while_tokens_and_proven_passwords_p
     assert (await get(basic("alice", PASSWORD))).status == 200  # alice's curl proves her password
 
     hasher.gate.clear()
-    logins = [asyncio.create_task(get(basic(n, PASSWORD), f"198.51.100.{i}")) for i, n in enumerate(names)]
-    await until(lambda: passwords.full and hasher.inside == passwords.concurrency, "the queue fills")
-    await until(lambda: sum(t.done() for t in logins) == 3, "the overflow is answered")
-    refused = [t.result() for t in logins if t.done()]
-    assert [r.status for r in refused] == [503] * 3
-    assert all(r.headers["Retry-After"] == str(RETRY_AFTER) for r in refused)
-    assert "too many logins at once" in await refused[0].text()
+    logins = []
+    try:
+        logins += [asyncio.create_task(get(basic(n, PASSWORD), f"198.51.100.{i}")) for i, n in enumerate(names)]
+        await until(lambda: passwords.pending >= capacity and hasher.inside == passwords.concurrency, "queue full")
+        await until(lambda: sum(t.done() for t in logins) == 3, "the overflow is answered")
+        refused = [t.result() for t in logins if t.done()]
+        assert [r.status for r in refused] == [503] * 3
+        assert all(r.headers["Retry-After"] == str(RETRY_AFTER) for r in refused)
+        assert "too many logins at once" in await refused[0].text()
 
-    # The queue is full and no hash can finish (the gate is shut), yet these are answered.
-    assert (await get(bearer(token))).status == 200
-    assert (await get(basic("alice", token))).status == 200  # a token as the Basic password
-    assert (await get(basic("alice", PASSWORD))).status == 200  # proven from this address
-    assert passwords.full and hasher.inside == passwords.concurrency
-    assert sum(t.done() for t in logins) == 3  # every queued login is still waiting
-
-    hasher.gate.set()
+        # The queue is full and no hash can finish (the gate is shut), yet these are answered.
+        assert (await get(bearer(token))).status == 200
+        assert (await get(basic("alice", token))).status == 200  # a token as the Basic password
+        assert (await get(basic("alice", PASSWORD))).status == 200  # proven from this address
+        assert passwords.full and hasher.inside == passwords.concurrency
+        assert sum(t.done() for t in logins) == 3  # every queued login is still waiting
+    finally:
+        hasher.gate.set()  # also when an assertion failed: let the hashing threads finish
     answers = await asyncio.gather(*logins)
     assert sorted(r.status for r in answers) == [200] * capacity + [503] * 3
     assert passwords.pending == 0

@@ -74,7 +74,11 @@ class UnixHTTPConnection(http.client.HTTPConnection):
 
 def http_request(where: int | str, method: str, path: str, body: bytes | None = None, headers=None):
     """(status, body) or (None, error name) when the socket does not speak HTTP/1.1."""
-    conn = http.client.HTTPConnection("127.0.0.1", where, timeout=5) if isinstance(where, int) else UnixHTTPConnection(where)
+    conn = (
+        http.client.HTTPConnection("127.0.0.1", where, timeout=5)
+        if isinstance(where, int)
+        else UnixHTTPConnection(where)
+    )
     try:
         conn.request(method, path, body=body, headers=headers or {})
         resp = conn.getresponse()
@@ -88,9 +92,13 @@ def http_request(where: int | str, method: str, path: str, body: bytes | None = 
 def form(name: str, data: bytes) -> tuple[bytes, dict[str, str]]:
     boundary = "b" + secrets.token_hex(8)
     body = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
-        "Content-Type: application/octet-stream\r\n\r\n"
-    ).encode() + data + f"\r\n--{boundary}--\r\n".encode()
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 
 
@@ -144,7 +152,11 @@ def h2_session(where: int | str, *, tls: bool, client_cert: tuple[Path, Path] | 
 # -- the test --------------------------------------------------------------------------
 def weed_shell(weed: SeaweedFS, command: str, cwd: Path) -> str:
     """`weed shell` as an operator would run it; it reads security.toml from cwd."""
-    options = dict(line.split("=", 1) for line in (weed.data_dir / "mini.options").read_text().splitlines() if "=" in line and not line.startswith("#"))
+    options = dict(
+        line.split("=", 1)
+        for line in (weed.data_dir / "mini.options").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
     master, filer = options["master.port"], options["filer.port"]
     res = subprocess.run(
         [weed_binary(), "shell", f"-master=127.0.0.1:{master}", f"-filer=127.0.0.1:{filer}"],
@@ -191,7 +203,12 @@ def test_only_the_s3_api_with_credentials_serves_objects(weed):
         body, headers = form("h.txt", b"planted")
         tries = {
             "read filer path": ("GET", f"/buckets/{BUCKET}/{KEY}", None, {}),
-            "list filer dir": ("GET", f"/buckets/{BUCKET}/docs-private/?pretty=y", None, {"Accept": "application/json"}),
+            "list filer dir": (
+                "GET",
+                f"/buckets/{BUCKET}/docs-private/?pretty=y",
+                None,
+                {"Accept": "application/json"},
+            ),
             "write filer path (form)": ("POST", f"/buckets/{BUCKET}/docs/planted.txt", body, headers),
             "write filer path (PUT)": ("PUT", f"/buckets/{BUCKET}/docs/planted2.txt", b"planted", {}),
             "delete filer path": ("DELETE", f"/buckets/{BUCKET}/{KEY}", None, {}),
@@ -209,10 +226,14 @@ def test_only_the_s3_api_with_credentials_serves_objects(weed):
         if status == 200:
             assigned = json.loads(answer)
             host, _, vport = assigned["url"].partition(":")
-            attempts[f"{where} write assigned fid"] = http_request(int(vport), "POST", f"/{assigned['fid']}", body, headers)
+            attempts[f"{where} write assigned fid"] = http_request(
+                int(vport), "POST", f"/{assigned['fid']}", body, headers
+            )
             if assigned.get("auth"):  # a token for anyone who asks would defeat the signing
                 attempts[f"{where} assign hands out a token"] = (200, b"")
-    allowed = {what: (status, answer[:120]) for what, (status, answer) in attempts.items() if not refused((status, answer))}
+    allowed = {
+        what: (status, answer[:120]) for what, (status, answer) in attempts.items() if not refused((status, answer))
+    }
     assert not allowed, allowed
 
     # gRPC: TLS with our client certificate gets an HTTP/2 session (so the probe can tell);

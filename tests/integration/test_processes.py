@@ -313,6 +313,7 @@ async def test_sigterm_aborts_uploads_and_lets_downloads_finish(processes, seawe
     assert elapsed < 12, f"took {elapsed:.1f} s to stop"
     assert not alive(gw.children[0])
     assert "Traceback" not in gw.log_tail()
+    assert "Task was destroyed" not in gw.log_tail()
 
 
 # -- `s3gate serve`, as run.sh starts it ------------------------------------------------
@@ -359,6 +360,7 @@ async def stop_with_ctrl_c(r: Running) -> None:
     assert "Shutting down: Master" in log, log  # gunicorn's own clean exit
     assert "embedded S3 stopped" in log, log
     assert "Traceback" not in log, log
+    assert "Task was destroyed" not in log, log  # every task of the workers ended before their loop closed
 
 
 async def test_s3gate_serve_as_run_sh_starts_it(processes, tmp_path):
