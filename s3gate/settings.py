@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import ipaddress
 import math
 import os
@@ -58,6 +59,35 @@ def _valid_url(url: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
+# A unix-socket peer has no address; trusted_proxies names it "unix".
+UNIX_PEER = "unix"
+ProxyNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network | str
+
+
+def parse_proxies(text: str) -> tuple[ProxyNetwork, ...]:
+    """'127.0.0.1/32, ::1 10.0.0.0/8' -> networks; 'unix' stays a word. ValueError names a bad entry."""
+    out: list[ProxyNetwork] = []
+    for entry in text.replace(",", " ").split():
+        if entry.lower() == UNIX_PEER:
+            out.append(UNIX_PEER)
+            continue
+        try:
+            # strict=False: "10.1.2.3/8" means 10.0.0.0/8, as nginx's set_real_ip_from reads it.
+            out.append(ipaddress.ip_network(entry.removeprefix("[").removesuffix("]"), strict=False))
+        except ValueError:
+            raise ValueError(f"{entry!r} is not an IP address or CIDR range (e.g. 127.0.0.1, ::1, 10.0.0.0/8)") from None
+    return tuple(out)
+
+
+# Settings that were replaced: naming one is an error that says what to write instead.
+REPLACED = {
+    "trust_forwarded": (
+        "trust_forwarded was replaced by trusted_proxies, the addresses of your proxies; "
+        'with nginx on this machine: trusted_proxies = "127.0.0.1, ::1" (S3GATE_TRUSTED_PROXIES)'
+    ),
+}
+
+
 def setting(default: Any, help: str, *, secret: bool = False) -> Any:
     return field(default=default, metadata={"help": help, "secret": secret})
 
@@ -75,8 +105,18 @@ class Settings:
         "",
         "Base URL clients use to reach the gateway (e.g. https://files.example.org); used in links. Empty = from the request.",
     )
-    trust_forwarded: bool = setting(
-        False, "Trust X-Forwarded-Proto/-Host/-For from a reverse proxy (nginx). Only enable behind one."
+    trusted_proxies: str = setting(
+        "",
+        "Reverse proxies (addresses and CIDR ranges, comma-separated, e.g. '127.0.0.1, ::1'; 'unix' = a unix-socket peer) whose X-Forwarded-For/-Proto/-Host are believed; the client is the right-most address of X-Forwarded-For that is not one of them. Empty = believe no one (no proxy in front).",
+    )
+    tls_cert: str = setting(
+        "",
+        "PEM certificate (chain) file for HTTPS served by the gateway itself, without nginx; needs tls_key. Empty = plain HTTP.",
+    )
+    tls_key: str = setting("", "PEM private key file matching tls_cert.")
+    http_redirect_port: int = setting(
+        0,
+        "With tls_cert: a plain-HTTP port (on host) that answers every request with a 308 to the same URL on https (method and body kept). 0 = off.",
     )
     log_level: str = setting("info", "Log level: debug, info, warning, error.")
 
@@ -195,6 +235,16 @@ class Settings:
             value = getattr(self, name)
             if value and not _valid_url(value):
                 problems.append(f"{name} must be an http:// or https:// URL, got {value!r}")
+        try:
+            parse_proxies(self.trusted_proxies)
+        except ValueError as exc:
+            problems.append(f"trusted_proxies: {exc}")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            problems.append("tls_cert and tls_key go together: set both (HTTPS) or neither (plain HTTP)")
+        if self.http_redirect_port and not self.tls_cert:
+            problems.append("http_redirect_port redirects to HTTPS: it needs tls_cert and tls_key")
+        if not 0 <= self.http_redirect_port <= 65535 or self.http_redirect_port == self.port:
+            problems.append("http_redirect_port must be 0 (off) or a port between 1 and 65535 other than port")
         if not 0 <= self.embedded_s3_port <= MAX_EMBEDDED_S3_PORT:
             problems.append(
                 f"embedded_s3_port must be between 0 and {MAX_EMBEDDED_S3_PORT} (its gRPC port is 10000 higher)"
@@ -232,6 +282,15 @@ class Settings:
         if problems:
             raise ConfigError("; ".join(problems))
         return self
+
+    @functools.cached_property
+    def trusted_networks(self) -> tuple[ProxyNetwork, ...]:
+        """trusted_proxies, parsed (once per Settings: it is read on every request)."""
+        return parse_proxies(self.trusted_proxies)
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert)
 
     @property
     def upload_limit(self) -> int:
@@ -312,6 +371,9 @@ def load(environ: dict[str, str] | None = None, *, use_file: bool = True, **over
             raise ConfigError(f"config file {path}: {exc}") from None
         data = data.get("s3gate", data)
         values.update(data)
+    for name, message in REPLACED.items():
+        if name in values or name in overrides or f"S3GATE_{name.upper()}" in env:
+            raise ConfigError(message)
     known = {f.name: f for f in fields(Settings)}
     unknown = sorted(set(values) - set(known))
     if unknown:

@@ -16,11 +16,11 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_environment_wins_over_file(tmp_path):
     cfg = tmp_path / "s.toml"
     cfg.write_text('[s3gate]\nport = 6000\npart_size = "16MiB"\ndownload_mode = "redirect"\n')
-    s = settings_mod.load({"S3GATE_CONFIG": str(cfg), "S3GATE_PORT": "7000", "S3GATE_TRUST_FORWARDED": "yes"})
+    s = settings_mod.load({"S3GATE_CONFIG": str(cfg), "S3GATE_PORT": "7000", "S3GATE_TRUSTED_PROXIES": "::1"})
     assert s.port == 7000
     assert s.part_size == 16 * 1024 * 1024
     assert s.download_mode == "redirect"
-    assert s.trust_forwarded is True
+    assert s.trusted_proxies == "::1"
 
 
 @pytest.mark.parametrize(
@@ -31,7 +31,9 @@ def test_environment_wins_over_file(tmp_path):
         ({"S3GATE_PART_SIZE": "1MiB"}, "part_size"),
         ({"S3GATE_UPLOAD_MEMORY_BUDGET": "1MiB"}, "upload_memory_budget"),
         ({"S3GATE_SHUTDOWN_TIMEOUT": "60"}, "shutdown_timeout"),
-        ({"S3GATE_TRUST_FORWARDED": "maybe"}, "trust_forwarded"),
+        ({"S3GATE_TRUSTED_PROXIES": "127.0.0.1, nginx"}, "trusted_proxies: 'nginx' is not an IP address"),
+        ({"S3GATE_TLS_CERT": "cert.pem"}, "tls_cert and tls_key go together"),
+        ({"S3GATE_HTTP_REDIRECT_PORT": "8080"}, "http_redirect_port redirects to HTTPS"),
     ],
 )
 def test_bad_values_refused_at_start(env, message):
@@ -117,3 +119,26 @@ def test_unknown_key_in_file_gets_a_suggestion(tmp_path):
     cfg.write_text("[s3gate]\npart_sise = 1\n")
     with pytest.raises(ConfigError, match=r"part_sise \(did you mean part_size\?\)"):
         settings_mod.load({"S3GATE_CONFIG": str(cfg)})
+
+
+@pytest.mark.parametrize("where", ["file", "environment", "override"])
+def test_trust_forwarded_is_refused_naming_its_replacement(tmp_path, where):
+    """The yes/no setting became a list of proxies: an old configuration stops with what to write instead."""
+    cfg = tmp_path / "s.toml"
+    cfg.write_text("[s3gate]\ntrust_forwarded = true\n" if where == "file" else "[s3gate]\n")
+    env = {"S3GATE_CONFIG": str(cfg)}
+    overrides = {}
+    if where == "environment":
+        env["S3GATE_TRUST_FORWARDED"] = "1"
+    if where == "override":
+        overrides["trust_forwarded"] = True
+    with pytest.raises(ConfigError) as caught:
+        settings_mod.load(env, **overrides)
+    assert str(caught.value).startswith("trust_forwarded was replaced by trusted_proxies")
+    assert 'trusted_proxies = "127.0.0.1, ::1"' in str(caught.value)
+
+
+def test_trusted_proxies_parsed_once():
+    s = settings_mod.load({"S3GATE_TRUSTED_PROXIES": "127.0.0.1/32, ::1 10.1.2.3/8 unix"}, use_file=False)
+    assert [str(n) for n in s.trusted_networks] == ["127.0.0.1/32", "::1/128", "10.0.0.0/8", "unix"]
+    assert s.trusted_networks is s.trusted_networks

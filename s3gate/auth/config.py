@@ -24,7 +24,6 @@ class AuthConfig:
     throttle: ThrottleConfig
     public: tuple[Rule, ...]
     audit_log: str
-    trust_forwarded: bool
     public_url: str
 
 
@@ -74,7 +73,6 @@ def check(settings) -> AuthConfig:
         ),
         public=public,
         audit_log=settings.audit_log,
-        trust_forwarded=settings.trust_forwarded,
         public_url=settings.public_url,
     )
 

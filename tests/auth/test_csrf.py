@@ -84,7 +84,7 @@ async def test_login_and_logout_refuse_cross_site_posts(make_client):
 
 
 async def test_public_url_and_forwarded_host_are_our_origin(make_client, tmp_path):
-    client, service = await make_client(public_url="https://files.example.org", trust_forwarded=True)
+    client, service = await make_client(public_url="https://files.example.org", trusted_proxies="127.0.0.1")
     await service.add_user("alice", PASSWORD)
     await service.grant("alice", Rule.parse("files:all"))
     await client.post("/login", data={"username": "alice", "password": PASSWORD}, allow_redirects=False)

@@ -47,7 +47,7 @@ async def until(condition, what: str) -> None:
 
 async def test_full_queue_refuses_new_logins_while_tokens_and_proven_passwords_pass(aiohttp_client, tmp_path, clock):
     hasher = GatedHasher()
-    app = build_app(make_settings(tmp_path, trust_forwarded=True, login_delay=0), clock, hasher=hasher)
+    app = build_app(make_settings(tmp_path, trusted_proxies="127.0.0.1", login_delay=0), clock, hasher=hasher)
     client = await aiohttp_client(app)
     service = app[keys.AUTH]
     passwords = service.passwords

@@ -25,7 +25,7 @@ def two_workers(aiohttp_client, tmp_path, clock):
     """two_workers(**settings) -> (worker A, worker B, service A): one users database, one clock."""
 
     async def make(**overrides):
-        overrides.setdefault("trust_forwarded", True)  # lets each request pick its client address
+        overrides.setdefault("trusted_proxies", "127.0.0.1")  # lets each request pick its client address
         settings = make_settings(tmp_path, **overrides)
         a = await aiohttp_client(build_app(settings, clock))
         b = await aiohttp_client(build_app(settings, clock))

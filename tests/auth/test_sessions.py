@@ -58,7 +58,7 @@ async def test_login_sets_a_safe_cookie_and_the_session_works(make_client):
 
 
 async def test_secure_flag_behind_a_trusted_proxy_only(make_client, tmp_path):
-    client, service = await make_client(trust_forwarded=True)
+    client, service = await make_client(trusted_proxies="127.0.0.1")
     await setup_alice(service)
     resp = await login(client, headers={"X-Forwarded-Proto": "https"})
     assert set_cookie(resp)[COOKIE]["secure"] is True

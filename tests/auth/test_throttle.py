@@ -25,7 +25,7 @@ def test_address_keys():
 
 
 async def client_for(make_client, **settings):
-    settings.setdefault("trust_forwarded", True)  # lets each test pick its client address
+    settings.setdefault("trusted_proxies", "127.0.0.1")  # lets each test pick its client address
     client, service = await make_client(**settings)
     await service.add_user("alice", PASSWORD)
     await service.grant("alice", Rule.parse("files:read"))
@@ -114,7 +114,9 @@ async def test_unlock(make_client):
 
 @pytest.mark.parametrize("trusted, expected", [(True, "203.0.113.7"), (False, "127.0.0.1")])
 async def test_client_address_uses_forwarded_for_only_when_trusted(make_client, trusted, expected, tmp_path):
-    client, service = await make_client(trust_forwarded=trusted, login_max_failures_per_address=1, login_max_failures=50)
+    client, service = await make_client(
+        trusted_proxies="127.0.0.1" if trusted else "", login_max_failures_per_address=1, login_max_failures=50
+    )
     resp = await client.get("/files/files/a", headers={**basic("x", "wrong password"), XFF: "10.9.9.9, 203.0.113.7"})
     assert resp.status == 401
     found = await service.store.failures([address_key(expected)])

@@ -159,7 +159,7 @@ async def start_nginx(tmp_path):
 
 @pytest.fixture
 async def behind_nginx(start_gateway, start_nginx):
-    gateway = await start_gateway(trust_forwarded=True, auth=True, login_delay=0)
+    gateway = await start_gateway(trusted_proxies="127.0.0.1", auth=True, login_delay=0)
     service = gateway.app[keys.AUTH]
     await service.add_user("alice", PASSWORD)
     nginx = await start_nginx(gateway.port)
