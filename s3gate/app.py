@@ -17,9 +17,8 @@ from aiohttp import web
 
 from . import keys
 from . import settings as settings_mod
-from .http import middlewares, routes
+from .http import authn, middlewares, routes
 from .http.accesslog import AccessLogger
-from .http.authn import setup_auth
 from .http.cursors import CursorBox
 from .http.links import LinkSigner
 from .http.server import GatewayRunner
@@ -59,21 +58,36 @@ async def _journal_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings) -> web.Application:
+    """The whole wiring on one screen: middlewares, resources, signal hooks, routes."""
+    auth = authn.checked_config(settings)  # None when auth is off: then nothing of it is installed
     app = web.Application(
-        middlewares=[middlewares.request_id_middleware, middlewares.error_middleware],
+        middlewares=[
+            middlewares.request_id_middleware,
+            middlewares.error_middleware,
+            # Inside the error middleware, so auth errors render like every other.
+            *([authn.authn_middleware] if auth else []),
+        ],
         # Only read()/post()/json() honour this; uploads stream and have their own limits.
         client_max_size=1024 * 1024,
     )
-    app.on_response_prepare.append(middlewares.stamp_request_id)  # X-Request-Id on streamed responses too
     app[keys.SETTINGS] = settings
     app[keys.BUDGET] = MemoryBudget(settings.upload_memory_budget)
     app[keys.UPLOADS] = UploadRegistry()
+
     app.cleanup_ctx.append(_storage_ctx)
     app.cleanup_ctx.append(_links_ctx)
     app.cleanup_ctx.append(_journal_ctx)
+    if auth:
+        app[keys.AUTH_CONFIG] = auth
+        app[keys.POLICY] = authn.Policy()  # what s3gate.http.access asks; absent = everything allowed
+        app.cleanup_ctx.append(authn.auth_ctx(auth))  # the audit log and the users store
+
+    app.on_response_prepare.append(middlewares.stamp_request_id)  # X-Request-Id on streamed responses too
+    if auth:
+        app.on_response_prepare.append(authn.private_when_authenticated)
     app.on_shutdown.append(app[keys.UPLOADS].on_shutdown)
-    routes.setup(app)
-    setup_auth(app, settings)  # after the error middleware: auth errors render like every other
+
+    routes.setup(app, auth=auth is not None)
     return app
 
 

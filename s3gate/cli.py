@@ -11,7 +11,7 @@ import importlib
 import sys
 
 # Rooms that contribute sub-commands (module must define register(subparsers)).
-COMMAND_MODULES = ("s3gate.launcher", "s3gate.auth.cli")
+COMMAND_MODULES = ("s3gate.launcher", "s3gate.certs", "s3gate.auth.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -43,6 +43,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from .private import load_or_create_secret, write_private
+
 
 def weed_binary() -> str:
     beside = Path(sys.executable).parent / "weed"
@@ -90,22 +92,11 @@ class Credentials:
 
     @classmethod
     def load_or_create(cls, path: Path) -> Credentials:
-        if path.exists():
-            data = json.loads(path.read_text())
-            return cls(data["access_key"], data["secret_key"])
-        creds = cls("s3gate" + secrets.token_hex(6), secrets.token_urlsafe(30))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump({"access_key": creds.access_key, "secret_key": creds.secret_key}, fh)
-        return creds
+        def make() -> bytes:
+            return json.dumps({"access_key": "s3gate" + secrets.token_hex(6), "secret_key": secrets.token_urlsafe(30)}).encode()
 
-
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        os.fchmod(fh.fileno(), 0o600)  # an older file may have had another mode
-        fh.write(data)
+        data = json.loads(load_or_create_secret(path, make))
+        return cls(data["access_key"], data["secret_key"])
 
 
 # The [grpc.*] sections of security.toml (weed scaffold -config=security):
@@ -163,9 +154,9 @@ def write_security(data_dir: Path) -> Path:
         .sign(ca_key, hashes.SHA256())
     )
     pem = serialization.Encoding.PEM
-    _write_private(tls / "ca.crt", ca.public_bytes(pem))
-    _write_private(tls / "weed.crt", cert.public_bytes(pem))
-    _write_private(
+    write_private(tls / "ca.crt", ca.public_bytes(pem))
+    write_private(tls / "weed.crt", cert.public_bytes(pem))
+    write_private(
         tls / "weed.key",
         key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
     )
@@ -182,7 +173,7 @@ def write_security(data_dir: Path) -> Path:
             "",
         ]
     path = data_dir / "security.toml"
-    _write_private(path, "\n".join(lines).encode())
+    write_private(path, "\n".join(lines).encode())
     return path
 
 
@@ -249,7 +240,7 @@ class SeaweedFS:
         return cmd
 
     def start(self, timeout: float = 60.0) -> SeaweedFS:
-        from .http.paths import MAX_KEY_BYTES, check_bucket  # the same rules the gateway applies
+        from .storage.names import MAX_KEY_BYTES, check_bucket  # the same rules the gateway applies
 
         for bucket in self.buckets:
             check_bucket(bucket)

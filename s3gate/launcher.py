@@ -23,8 +23,10 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
+from . import certs
 from . import settings as settings_mod
 from .embedded import Credentials, SeaweedFS
 from .errors import ConfigError, GatewayError
@@ -49,7 +51,7 @@ def register(subparsers) -> None:
 
 def gunicorn_argv(settings: settings_mod.Settings) -> list[str]:
     workers = settings.workers or os.cpu_count() or 1
-    return [
+    argv = [
         sys.executable,
         "-m",
         "gunicorn",
@@ -66,10 +68,20 @@ def gunicorn_argv(settings: settings_mod.Settings) -> list[str]:
         "--log-level",
         settings.log_level,
     ]
+    if settings.tls:
+        # Direct TLS (no nginx): gunicorn's aiohttp worker loads these into every bind it serves.
+        argv += [
+            "--certfile",
+            str(Path(settings.tls_cert).resolve()),
+            "--keyfile",
+            str(Path(settings.tls_key).resolve()),
+        ]
+    return argv
 
 
-def check_before_start(settings: settings_mod.Settings) -> None:
-    """What Settings.check cannot see alone: the auth room's settings, the bucket name, the address."""
+def check_before_start(settings: settings_mod.Settings) -> str | None:
+    """What Settings.check cannot see alone: the auth room's settings, the bucket name, the address,
+    the certificate. Returns a warning to print (an expired certificate), or None."""
     try:
         from .auth.config import check as check_auth
     except ImportError:
@@ -83,17 +95,25 @@ def check_before_start(settings: settings_mod.Settings) -> None:
             check_bucket(settings.default_bucket)
         except GatewayError as exc:
             raise ConfigError(f"default_bucket: {exc.message}") from None
+    warning = certs.check_pair(settings.tls_cert, settings.tls_key) if settings.tls else None
+    _probe_listen(settings.host, settings.port, "host/port")
+    if settings.http_redirect_port:
+        _probe_listen(settings.host, settings.http_redirect_port, "http_redirect_port")
+    return warning
+
+
+def _probe_listen(host: str, port: int, names: str) -> None:
     try:
-        infos = socket.getaddrinfo(settings.host, settings.port, type=socket.SOCK_STREAM)
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as exc:
-        raise ConfigError(f"host: cannot resolve {settings.host!r} ({exc})") from None
+        raise ConfigError(f"host: cannot resolve {host!r} ({exc})") from None
     family, kind, proto, _, address = infos[0]
     with socket.socket(family, kind, proto) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
         try:
             probe.bind(address)
         except OSError as exc:
-            raise ConfigError(f"host/port: cannot listen on {settings.host}:{settings.port} ({exc.strerror})") from None
+            raise ConfigError(f"{names}: cannot listen on {host}:{port} ({exc.strerror})") from None
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -102,10 +122,12 @@ def serve(args: argparse.Namespace) -> int:
     }
     try:
         settings = settings_mod.load(**overrides)
-        check_before_start(settings)
+        warning = check_before_start(settings)
     except ConfigError as exc:
         print(f"s3gate: configuration error: {exc}", file=sys.stderr)
         return 2
+    if warning:
+        print(f"s3gate: warning: {warning}", file=sys.stderr, flush=True)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     data_dir = Path(settings.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -138,15 +160,38 @@ def serve(args: argparse.Namespace) -> int:
         )
         print(f"s3gate: embedded S3 ready at {seaweed.endpoint}, bucket '{settings.default_bucket}'", flush=True)
 
+    redirect = None
     try:
         bootstrap_auth(settings, env)
+        if settings.http_redirect_port:
+            redirect = start_redirect(settings)
         gunicorn = subprocess.Popen(gunicorn_argv(settings), env=env, start_new_session=True)
-        print(f"s3gate: listening on http://{settings.host}:{settings.port}/  (Ctrl-C stops)", flush=True)
+        scheme = "https" if settings.tls else "http"
+        print(f"s3gate: listening on {scheme}://{settings.host}:{settings.port}/  (Ctrl-C stops)", flush=True)
         return _supervise(gunicorn, settings, StoreKeeper(seaweed) if seaweed else None)
+    except OSError as exc:  # the redirect port, taken since the check
+        print(f"s3gate: {exc}", file=sys.stderr)
+        return 1
     finally:
+        if redirect is not None:
+            redirect.stop()
         if seaweed is not None:
             seaweed.stop()
             print("s3gate: embedded S3 stopped", flush=True)
+
+
+def start_redirect(settings: settings_mod.Settings):
+    """The plain-HTTP port: a 308 to https for every request (see s3gate.http.redirect)."""
+    from .http.redirect import RedirectServer
+
+    fallback = urllib.parse.urlsplit(settings.public_url).netloc.rpartition("@")[2] if settings.public_url else ""
+    server = RedirectServer(settings.host, settings.http_redirect_port, settings.port, fallback)
+    server.start()
+    print(
+        f"s3gate: http://{settings.host}:{settings.http_redirect_port}/ redirects to https (308)",
+        flush=True,
+    )
+    return server
 
 
 def bootstrap_auth(settings: settings_mod.Settings, env: dict[str, str]) -> None:

@@ -2,7 +2,7 @@
 
 Every setting can be given in the config file (``S3GATE_CONFIG`` or
 ``config/s3gate.toml``) or as ``S3GATE_<NAME>`` in the environment; the
-environment wins. ``tests/test_docs.py`` checks that each one is documented.
+environment wins. ``tests/test_settings.py`` checks that each one is documented.
 """
 
 from __future__ import annotations

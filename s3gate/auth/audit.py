@@ -21,6 +21,8 @@ import queue
 from pathlib import Path
 from typing import Any
 
+from ..private import ensure_private_file
+
 log = logging.getLogger("s3gate.audit")
 
 FIELDS = (
@@ -72,14 +74,12 @@ class AuditSink:
         return p if p.is_absolute() else Path(self.data_dir) / p
 
     def start(self) -> None:
-        from .sqlite import create_private_file
-
         self._saved = (log.level, log.propagate)
         log.setLevel(logging.INFO)
         path = self.path
         if path is None:
             return  # propagate to the main log (standard error)
-        create_private_file(path)
+        ensure_private_file(path)
         target = logging.handlers.WatchedFileHandler(path, encoding="utf-8")  # follows logrotate's moves
         target.setFormatter(logging.Formatter("%(message)s"))
         q: queue.SimpleQueue = queue.SimpleQueue()

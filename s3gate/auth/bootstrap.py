@@ -5,32 +5,21 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import os
 import secrets
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ..private import write_private
 from . import audit
-from .audit import AuditSink
 from .config import check
-from .service import AuthService
+from .service import running_service
 
 log = logging.getLogger("s3gate.auth")
 
 ADMIN_NAME = "admin"
 PASSWORD_FILE = "admin-password"
 T = TypeVar("T")
-
-
-def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)  # an older file may have had another mode
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
 
 
 async def ensure_admin_async(settings) -> str | None:
@@ -44,11 +33,7 @@ async def ensure_admin_async(settings) -> str | None:
     config = check(settings)
     if not config.enabled:
         return None
-    sink = AuditSink(config.audit_log, config.data_dir) if config.audit_log not in ("", "-") else None
-    if sink:
-        await asyncio.to_thread(sink.start)
-    service = await AuthService.open(config)
-    try:
+    async with running_service(config, audit_to_stderr=False) as service:
         if await service.store.count_users():
             return None
         generated = not settings.admin_password
@@ -61,12 +46,8 @@ async def ensure_admin_async(settings) -> str | None:
             log.info("created user %r (admin) with the password from S3GATE_ADMIN_PASSWORD", ADMIN_NAME)
             return None
         path = Path(settings.data_dir) / PASSWORD_FILE
-        await asyncio.to_thread(_write_private, path, password + "\n")
+        await asyncio.to_thread(write_private, path, (password + "\n").encode())
         return password
-    finally:
-        await service.close()
-        if sink:
-            await asyncio.to_thread(sink.stop)
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:

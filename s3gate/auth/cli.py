@@ -10,7 +10,6 @@ token, a disabled user, a new rule) apply to the very next request.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import json
 import os
@@ -21,11 +20,10 @@ from typing import Any
 
 from ..errors import ConfigError, GatewayError
 from . import audit
-from .audit import AuditSink
 from .bootstrap import run_sync
 from .config import AuthConfig, check, parse_duration, utc_time
 from .rules import Rule, RuleError, parse_actions, parse_target
-from .service import AuthService
+from .service import AuthService, running_service, token_json
 from .store import ANONYMOUS, database_path
 
 
@@ -68,16 +66,8 @@ def _run(work: Callable[[AuthService], Awaitable[int]], *, create: bool = False)
         return 2
 
     async def main() -> int:
-        sink = AuditSink(config.audit_log, config.data_dir) if config.audit_log not in ("", "-") else None
-        if sink:
-            await asyncio.to_thread(sink.start)
-        service = await AuthService.open(config)
-        try:
+        async with running_service(config, audit_to_stderr=False) as service:
             return await work(service)
-        finally:
-            await service.close()
-            if sink:
-                await asyncio.to_thread(sink.stop)
 
     try:
         return run_sync(main())
@@ -331,20 +321,7 @@ def cmd_token_list(args: argparse.Namespace) -> int:
         if not args.all:
             tokens = [t for t in tokens if t.state(now) == "active"]
         if args.json:
-            out = [
-                {
-                    "id": t.id,
-                    "user": t.owner,
-                    "label": t.label,
-                    "state": t.state(now),
-                    "created": _ts(t.created_at),
-                    "expires": _ts(t.expires_at) if t.expires_at is not None else None,
-                    "last_used": _ts(t.last_used_at) if t.last_used_at is not None else None,
-                    "scope": [str(r) for r in t.scope] if t.scope is not None else None,
-                }
-                for t in tokens
-            ]
-            print(json.dumps(out, indent=2))
+            print(json.dumps([token_json(t, now) for t in tokens], indent=2))  # as GET /api/tokens lists them
             return 0
         rows = [["ID", "USER", "STATE", "EXPIRES", "LAST USED", "SCOPE", "LABEL"]]
         for t in tokens:

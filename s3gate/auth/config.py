@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import math
 import re
 from dataclasses import dataclass
 
 from ..errors import ConfigError
+from ..netaddr import is_loopback_host
 from .rules import Rule, RuleError
 from .throttle import ThrottleConfig
 
@@ -75,16 +75,6 @@ def check(settings) -> AuthConfig:
         audit_log=settings.audit_log,
         public_url=settings.public_url,
     )
-
-
-def is_loopback_host(host: str) -> bool:
-    host = host.strip().strip("[]")
-    if host in ("localhost", "localhost.localdomain") or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a name or a wildcard we cannot vouch for
 
 
 def open_warning(settings) -> str | None:

@@ -10,12 +10,12 @@ value without it is not ours.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import secrets
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..private import load_or_create_secret
 
 TOKEN_PREFIX = "s3g_"
 _TOKEN_RE = re.compile(r"^s3g_[A-Za-z0-9_-]{43}$")
@@ -53,33 +53,12 @@ def well_formed_session(value: str) -> bool:
 
 
 def load_or_create_key(path: Path) -> bytes:
-    """A 32-byte server secret kept in a private file, created on first use.
-
-    Safe when several workers start at once: the key is written to a private
-    temporary file and linked into place, so nobody reads a half-written key
-    and every worker ends up with the same one (as the link-signing key).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for _ in range(3):
-        try:
-            key = bytes.fromhex(path.read_text().strip())
-        except FileNotFoundError:
-            pass
-        except ValueError:
-            key = b""
-        else:
-            if len(key) >= 32:
-                return key
-        if path.exists():
-            raise ConfigError(f"{path} is damaged; delete it to make a new one")
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_bytes(32).hex())
-        try:
-            os.link(tmp, path)  # fails if another worker won the race: read theirs
-        except FileExistsError:
-            continue
-        finally:
-            tmp.unlink()
-    raise ConfigError(f"could not create the key file {path}")
+    """A 32-byte server secret kept in a private file, created on first use (safe when several workers start at once)."""
+    raw = load_or_create_secret(path, lambda: secrets.token_bytes(32).hex().encode())
+    try:
+        key = bytes.fromhex(raw.decode().strip())
+    except ValueError:
+        key = b""
+    if len(key) < 32:
+        raise ConfigError(f"{path} is damaged; delete it to make a new one")
+    return key

@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,10 +21,11 @@ import argon2
 
 from ..errors import BadRequest, NotFound, TooManyRequests, Unauthorized
 from . import audit, credentials
-from .config import MAX_DURATION, AuthConfig
+from .config import MAX_DURATION, AuthConfig, utc_time
 from .passwords import HashQueueFull, PasswordRejected, Passwords
 from .rules import Rule, grants, merge, subset
-from .store import ANONYMOUS, DuplicateUser, ProofLookup, Session, Store, Token, User, open_store
+from .sqlite import open_store
+from .store import ANONYMOUS, DuplicateUser, ProofLookup, Session, Store, Token, User
 from .throttle import Throttle, address_key
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$")
@@ -421,3 +422,50 @@ class AuthService:
             raise NotFound(f"no such token: {token_id}")
         await self.store.revoke_token(token_id, self.clock())
         return token
+
+
+@contextlib.asynccontextmanager
+async def running_service(
+    config: AuthConfig,
+    *,
+    hasher: argon2.PasswordHasher | None = None,
+    clock: Callable[[], float] | None = None,
+    audit_to_stderr: bool = True,
+) -> AsyncIterator[AuthService]:
+    """The audit log and the users store, opened and closed together: the app, the CLI, first start.
+
+    With ``audit_log = "-"`` the audit lines join the main log on standard
+    error; the CLI passes ``audit_to_stderr=False`` so its output stays its own.
+    """
+    sink = audit.AuditSink(config.audit_log, config.data_dir)
+    started = sink.path is not None or audit_to_stderr
+    if started:
+        await asyncio.to_thread(sink.start)
+    try:
+        service = await AuthService.open(config, hasher=hasher, **({"clock": clock} if clock else {}))
+        try:
+            yield service
+        finally:
+            await service.close()
+    finally:
+        if started:
+            await asyncio.to_thread(sink.stop)
+
+
+def iso_time(ts: float | None) -> str | None:
+    """A stored timestamp for JSON (ISO 8601, UTC); clamped, so any stored value lists."""
+    return None if ts is None else utc_time(ts).isoformat(timespec="seconds")
+
+
+def token_json(t: Token, now: float) -> dict:
+    """A token as the API and ``s3gate tokens list --json`` show it (never the secret)."""
+    return {
+        "id": t.id,
+        "user": t.owner,
+        "label": t.label,
+        "created": iso_time(t.created_at),
+        "expires": iso_time(t.expires_at),
+        "last_used": iso_time(t.last_used_at),
+        "state": t.state(now),
+        "scope": [str(r) for r in t.scope] if t.scope is not None else None,
+    }

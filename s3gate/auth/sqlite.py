@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import hmac
 import math
-import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -21,9 +20,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ..private import ensure_private_file
 from .migrations import current_version, migrate
 from .rules import ACTIONS, Rule, format_actions
-from .store import ANONYMOUS, DuplicateUser, Failures, ProofLookup, Session, Store, Token, User
+from .store import ANONYMOUS, DuplicateUser, Failures, ProofLookup, Session, Store, Token, User, database_path
 
 T = TypeVar("T")
 
@@ -52,16 +52,6 @@ def _tx(conn: sqlite3.Connection) -> Iterator[None]:
     conn.execute("COMMIT")
 
 
-def create_private_file(path: Path) -> None:
-    """Create ``path`` (and its folder) readable by the owner only, unless it exists."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
-    os.close(fd)
-
-
 def _use_wal(conn: sqlite3.Connection) -> None:
     """Switch the file to WAL (persistent: usually another opener already has).
 
@@ -82,7 +72,7 @@ def _use_wal(conn: sqlite3.Connection) -> None:
 
 def connect(path: Path) -> sqlite3.Connection:
     """A migrated connection in autocommit mode (used by the store's thread and by tests)."""
-    create_private_file(path)  # the -wal and -shm files inherit this mode
+    ensure_private_file(path)  # the -wal and -shm files inherit this mode
     conn = sqlite3.connect(path, isolation_level=None, timeout=10.0)
     conn.execute("PRAGMA busy_timeout = 10000")
     _use_wal(conn)
@@ -483,3 +473,8 @@ def _time(value: object, bad: float) -> float | None:
 def _store_actions(actions: frozenset[str]) -> str:
     text = format_actions(actions)
     return ",".join(ACTIONS) if text == "all" else text
+
+
+async def open_store(data_dir: str | Path, users_db: str) -> Store:
+    """Open (creating and migrating if needed) the store the ``users_db`` setting names."""
+    return await SQLiteStore.open(database_path(data_dir, users_db))

@@ -4,7 +4,8 @@ Everything the auth room keeps goes through ``Store``: users, their rules,
 API tokens, sessions and the brute-force counters. Secrets never reach it in
 clear: passwords arrive as argon2id hashes, tokens and session ids as SHA-256
 digests. A server database (PostgreSQL, for several gateway hosts) would be
-one more subclass chosen by ``open_store`` from the ``users_db`` setting.
+one more subclass chosen by ``open_store`` (in ``sqlite.py`` until there is a
+second backend) from the ``users_db`` setting.
 """
 
 from __future__ import annotations
@@ -216,9 +217,3 @@ def database_path(data_dir: str | Path, users_db: str) -> Path:
     path = Path(users_db)
     return path if path.is_absolute() else Path(data_dir) / path
 
-
-async def open_store(data_dir: str | Path, users_db: str) -> Store:
-    """Open (creating and migrating if needed) the store the ``users_db`` setting names."""
-    from .sqlite import SQLiteStore
-
-    return await SQLiteStore.open(database_path(data_dir, users_db))

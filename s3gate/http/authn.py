@@ -30,10 +30,9 @@ from aiohttp import web
 
 from .. import keys
 from ..auth import audit, credentials, csrf
-from ..auth.audit import AuditSink
-from ..auth.config import check, open_warning
+from ..auth.config import AuthConfig, check, open_warning
 from ..auth.rules import Rule
-from ..auth.service import ANONYMOUS_PRINCIPAL, AuthService, InvalidToken, Principal
+from ..auth.service import ANONYMOUS_PRINCIPAL, AuthService, InvalidToken, Principal, running_service
 from ..errors import Forbidden, GatewayError, Unauthorized
 from . import links
 from .forwarded import client_address, own_hosts
@@ -106,15 +105,11 @@ class Policy:
 
     @staticmethod
     def _check_link(request: web.Request, action: str, bucket: str, key: str) -> None:
-        # The signature binds the link to one (bucket, key): verified here, against
-        # exactly what the handler is about to serve, so a signed query string
-        # pasted onto another URL grants nothing.
-        signer_tool = request.app.get(keys.LINKS)
-        if signer_tool is None or action != "read":
+        # Whatever the handler: a link reads exactly the object it names.
+        if action != "read":
             raise Forbidden("a download link only allows downloading its object")
-        signer = signer_tool.verify(bucket, key, dict(request.query))  # 403 if tampered or expired
-        if signer != (principal(request).name or ""):
-            raise Forbidden("invalid download link")
+        if links.verify_request(request, bucket, key) != (principal(request).name or ""):
+            raise Forbidden("invalid download link")  # its signer is gone
 
 
 # -- authentication --------------------------------------------------------------
@@ -233,54 +228,47 @@ async def authn_middleware(request: web.Request, handler):
         _audit_access(request, who, remote, status)
 
 
-# -- wiring -----------------------------------------------------------------------
-def setup_auth(app: web.Application, settings, *, hasher=None, clock=None) -> None:
-    """Install authentication: store (cleanup_ctx), middleware (inner), /login routes, policy.
+# -- wiring (app.py installs these; see create_app) -------------------------------
+def checked_config(settings) -> AuthConfig | None:
+    """The auth settings, checked (ConfigError on a bad value); None when auth is off.
 
-    Call after the error middleware is in ``app.middlewares``. With ``auth``
-    off this only warns (loudly, when listening beyond loopback).
+    With ``auth`` off nothing is installed: this only warns (loudly, when
+    listening beyond loopback).
+    """
+    config = check(settings)
+    if config.enabled:
+        return config
+    warning = open_warning(settings)
+    if warning:
+        log.critical("!" * 72)
+        log.critical(warning)
+        log.critical("!" * 72)
+    else:
+        log.warning("authentication is off (S3GATE_AUTH=0): anyone on this machine can use the gateway")
+    return None
+
+
+def auth_ctx(config: AuthConfig, *, hasher=None, clock=None):
+    """The cleanup_ctx that opens the audit log and the users store into ``app[keys.AUTH]``.
+
     ``hasher``/``clock`` are for tests (cheap argon2 parameters, fake time).
     """
-    from . import authn_routes
 
-    config = check(settings)
-    if not config.enabled:
-        warning = open_warning(settings)
-        if warning:
-            log.critical("!" * 72)
-            log.critical(warning)
-            log.critical("!" * 72)
-        else:
-            log.warning("authentication is off (S3GATE_AUTH=0): anyone on this machine can use the gateway")
-        return
-    app[keys.AUTH_CONFIG] = config
-    app[keys.POLICY] = Policy()
-    app.middlewares.append(authn_middleware)
-
-    async def auth_ctx(app: web.Application) -> AsyncIterator[None]:
-        sink = AuditSink(config.audit_log, config.data_dir)
-        await asyncio.to_thread(sink.start)
-        extra = {"clock": clock} if clock is not None else {}
-        service = await AuthService.open(config, hasher=hasher, **extra)
-        try:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        async with running_service(config, hasher=hasher, clock=clock) as service:
             await service.passwords.dummy_hash()  # now, so the first unknown user is not faster
             if not await service.store.count_users():
                 log.warning("no users yet: create one with `s3gate users add NAME --admin` (or start with ./run.sh)")
             app[keys.AUTH] = service
             yield
-        finally:
-            await service.close()
-            await asyncio.to_thread(sink.stop)
 
-    app.cleanup_ctx.append(auth_ctx)
-    app.on_response_prepare.append(_private_when_authenticated)
-    authn_routes.setup(app)
+    return ctx
 
 
-async def _private_when_authenticated(request: web.Request, response: web.StreamResponse) -> None:
-    # A response made for one user must never be served by a shared cache to
-    # another (RFC 9111 §5.2.2.7); cookie-authenticated ones are not protected
-    # by the Authorization rule of §3.5.
+async def private_when_authenticated(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: a response made for one user is never served by a shared cache to another."""
+    # RFC 9111 §5.2.2.7; cookie-authenticated responses are not protected by
+    # the Authorization rule of §3.5.
     who = request.get(keys.PRINCIPAL)
     if who is not None and who.authenticated and "Cache-Control" not in response.headers:
         response.headers["Cache-Control"] = "private"

@@ -17,21 +17,15 @@ from aiohttp import web
 
 from .. import keys
 from ..auth import audit, csrf
-from ..auth.config import parse_duration, utc_time
+from ..auth.config import parse_duration
 from ..auth.rules import Rule, RuleError, format_actions
-from ..auth.service import InvalidCredentials
-from ..auth.store import Token
+from ..auth.service import InvalidCredentials, iso_time, token_json
 from ..errors import BadRequest, Forbidden, PayloadTooLarge, TooManyRequests, Unauthorized
 from .authn import COOKIE, principal, safe_next
 from .forwarded import client_address, is_https, own_hosts
+from .responses import json_response
 
 MAX_FORM = 16 * 1024
-
-
-def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return utc_time(ts).isoformat(timespec="seconds")  # clamped: any stored value lists
 
 
 def _wants_json(request: web.Request) -> bool:
@@ -163,7 +157,7 @@ async def login(request: web.Request) -> web.Response:
         "login", user=who.name, via="session", remote=remote, request_id=request.get(keys.REQUEST_ID), outcome="ok"
     )
     if as_json:
-        resp: web.Response = web.json_response({"user": who.name, "admin": who.admin, "expires": _iso(expires)})
+        resp: web.Response = json_response({"user": who.name, "admin": who.admin, "expires": iso_time(expires)})
     else:
         resp = web.Response(status=303, headers={"Location": next_url})
     resp.set_cookie(
@@ -195,7 +189,7 @@ async def logout(request: web.Request) -> web.Response:
             outcome="ok",
         )
     if _wants_json(request):
-        resp: web.Response = web.json_response({"logged_out": ended})
+        resp: web.Response = json_response({"logged_out": ended})
     else:
         resp = web.Response(status=303, headers={"Location": "/login"})
     resp.del_cookie(COOKIE, path="/", httponly=True, samesite="Lax", secure=is_https(request))
@@ -203,26 +197,13 @@ async def logout(request: web.Request) -> web.Response:
 
 
 # -- the caller's own API ----------------------------------------------------------
-def _token_json(t: Token, now: float) -> dict:
-    return {
-        "id": t.id,
-        "user": t.owner,
-        "label": t.label,
-        "created": _iso(t.created_at),
-        "expires": _iso(t.expires_at),
-        "last_used": _iso(t.last_used_at),
-        "state": t.state(now),
-        "scope": [str(r) for r in t.scope] if t.scope is not None else None,
-    }
-
-
 def _rule_json(r: Rule) -> dict:
     return {"bucket": r.bucket, "prefix": r.prefix, "actions": format_actions(r.actions)}
 
 
 async def whoami(request: web.Request) -> web.Response:
     who = principal(request)
-    return web.json_response(
+    return json_response(
         {
             "user": who.name,
             "via": who.via,
@@ -250,7 +231,7 @@ async def list_tokens(request: web.Request) -> web.Response:
     everyone = who.admin and request.query.get("all") in ("1", "true", "yes")
     tokens = await service.list_tokens(None if everyone else who.name)
     now = service.clock()
-    return web.json_response({"tokens": [_token_json(t, now) for t in tokens]}, headers={"Cache-Control": "no-store"})
+    return json_response({"tokens": [token_json(t, now) for t in tokens]}, headers={"Cache-Control": "no-store"})
 
 
 async def create_token(request: web.Request) -> web.Response:
@@ -284,9 +265,9 @@ async def create_token(request: web.Request) -> web.Response:
         request_id=request.get(keys.REQUEST_ID),
         outcome="ok",
     )
-    body = _token_json(token, service.clock())
+    body = token_json(token, service.clock())
     body["token"] = secret  # shown this once; only its hash is kept
-    return web.json_response(body, status=201, headers={"Cache-Control": "no-store"})
+    return json_response(body, status=201, headers={"Cache-Control": "no-store"})
 
 
 async def revoke_token(request: web.Request) -> web.Response:
@@ -303,15 +284,5 @@ async def revoke_token(request: web.Request) -> web.Response:
         request_id=request.get(keys.REQUEST_ID),
         outcome="ok",
     )
-    return web.json_response({"revoked": token.id})
+    return json_response({"revoked": token.id})
 
-
-def setup(app: web.Application) -> None:
-    r = app.router
-    r.add_get("/login", login_page)
-    r.add_post("/login", login)
-    r.add_post("/logout", logout)
-    r.add_get("/api/whoami", whoami)
-    r.add_get("/api/tokens", list_tokens)
-    r.add_post("/api/tokens", create_token)
-    r.add_delete("/api/tokens/{token_id}", revoke_token)

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
-import ipaddress
 import logging
 import re
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from .. import keys
 from ..errors import BadRequest, PreconditionFailed, RangeNotSatisfiable
+from ..netaddr import is_loopback_url
 from ..settings import Settings
 from ..storage.s3 import Download, ObjectInfo, content_disposition
 from . import forwarded
@@ -293,21 +292,11 @@ async def _relay(request: web.Request, response: web.StreamResponse, download: D
 
 
 # -- links ------------------------------------------------------------------
-def _is_loopback_url(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def link_mode(settings: Settings) -> str:
     """'s3' when clients can reach S3 themselves, else 'gateway'."""
     if settings.link_mode != "auto":
         return settings.link_mode
-    if settings.s3_public_endpoint or not settings.s3_endpoint or not _is_loopback_url(settings.s3_endpoint):
+    if settings.s3_public_endpoint or not settings.s3_endpoint or not is_loopback_url(settings.s3_endpoint):
         return "s3"  # a public endpoint, AWS itself, or a store on another host
     return "gateway"
 

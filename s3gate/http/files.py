@@ -9,9 +9,10 @@ from aiohttp import web
 from .. import keys
 from ..auth import csrf
 from ..errors import BadRequest, MethodNotAllowed
+from ..storage.names import check_bucket, check_key
 from ..storage.writer import UploadResult
 from . import access, downloads, folders, forwarded, links, listing, uploads
-from .paths import check_bucket, check_key, check_prefix, object_path
+from .paths import check_prefix, object_path
 from .responses import json_response
 
 
@@ -63,7 +64,7 @@ async def object_route(request: web.Request) -> web.StreamResponse:
 async def download(request: web.Request, bucket: str, key: str) -> web.StreamResponse:
     if links.is_signed(request.query):
         # A gateway-signed link stands in for credentials, for this object only.
-        request.app[keys.LINKS].verify(bucket, key, dict(request.query))
+        links.verify_request(request, bucket, key)
         # ... as long as its signer may still read it (the auth room checks
         # the signer's current rights and writes the audit line).
         await access.require(request, "read", bucket, key)

@@ -142,9 +142,7 @@ async def delete_folder(request: web.Request, bucket: str, prefix: str) -> web.R
     token = None
     try:
         while True:
-            page = await storage.list_page(
-                bucket, prefix=prefix, delimiter=None, limit=listing.MAX_LIMIT, token=token
-            )
+            page = await storage.list_page(bucket, prefix=prefix, delimiter=None, limit=listing.MAX_LIMIT, token=token)
             doomed = summary.sort(request, page.objects)
             if doomed and not dry_run:
                 failures = await storage.delete_many(bucket, [o.key for o in doomed])

@@ -11,13 +11,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import secrets
 import time
 from pathlib import Path
 from urllib.parse import urlencode
 
+from aiohttp import web
+
+from .. import keys
 from ..errors import ConfigError, Forbidden
+from ..private import load_or_create_secret
 from .paths import object_path
 
 
@@ -33,34 +36,15 @@ class LinkSigner:
 
     @classmethod
     def load_or_create(cls, path: Path) -> LinkSigner:
-        """Read the key, or create it. Safe when several workers start at once:
-        the key is written to a private temporary file and linked into place,
-        so nobody ever reads a half-written key."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(3):
-            try:
-                text = path.read_text().strip()
-            except FileNotFoundError:
-                pass
-            else:
-                try:
-                    return cls(bytes.fromhex(text))
-                except ValueError:
-                    raise ConfigError(
-                        f"link-signing key {path} is damaged; delete it to make a new one "
-                        "(links handed out so far stop working)"
-                    ) from None
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(secrets.token_bytes(32).hex())
-            try:
-                os.link(tmp, path)  # fails if another worker won the race: read theirs
-            except FileExistsError:
-                continue
-            finally:
-                tmp.unlink()
-        raise ConfigError(f"could not create the link-signing key {path}")
+        """Read the key, or create it (safe when several workers start at once)."""
+        raw = load_or_create_secret(path, lambda: secrets.token_bytes(32).hex().encode())
+        try:
+            return cls(bytes.fromhex(raw.decode().strip()))
+        except ValueError:
+            raise ConfigError(
+                f"link-signing key {path} is damaged; delete it to make a new one "
+                "(links handed out so far stop working)"
+            ) from None
 
     def derive(self, purpose: str) -> bytes:
         """A 32-byte key for another purpose (listing cursors), independent of the link MACs."""
@@ -98,4 +82,25 @@ class LinkSigner:
 
 
 def is_signed(query) -> bool:
+    """Whether a request carries a gateway-signed link (its credentials are then the link's signer)."""
     return "sig" in query and "expires" in query
+
+
+def verify_request(request: web.Request, bucket: str, key: str) -> str:
+    """The one check of a request's signed link against exactly the object about to be served.
+
+    Returns the signer's name ('' if anonymous); 403 if the link is tampered
+    with, expired or names another object, so a signed query string pasted
+    onto another URL grants nothing. Verified once per request: the download
+    handler and the auth policy both ask.
+    """
+    done = request.get(keys.LINK)
+    if done is None:
+        signer_tool = request.app.get(keys.LINKS)
+        if signer_tool is None:
+            raise Forbidden("this gateway does not hand out download links")
+        done = (bucket, key), signer_tool.verify(bucket, key, dict(request.query))
+        request[keys.LINK] = done
+    if done[0] != (bucket, key):
+        raise Forbidden("a download link only allows downloading its object")
+    return done[1]

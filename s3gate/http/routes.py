@@ -9,8 +9,8 @@ from aiohttp import web
 
 from .. import keys
 from ..errors import GatewayError, StorageUnavailable
-from . import files, listing, seed
-from .downloads import _is_loopback_url
+from ..netaddr import is_loopback_url
+from . import authn_routes, files, listing, seed
 from .responses import json_response
 from .uploads import defer_continue
 
@@ -21,7 +21,7 @@ async def healthz(request: web.Request) -> web.Response:
     # port is shut, say so; the launcher restarts it or exits. A remote store's
     # trouble is /readyz's business.
     endpoint = request.app[keys.SETTINGS].s3_endpoint
-    if endpoint and _is_loopback_url(endpoint):
+    if endpoint and is_loopback_url(endpoint):
         url = urlsplit(endpoint)
         port = url.port or (443 if url.scheme == "https" else 80)
         try:
@@ -43,7 +43,7 @@ async def readyz(request: web.Request) -> web.Response:
     return json_response({"status": "ready"})
 
 
-def setup(app: web.Application) -> None:
+def setup(app: web.Application, *, auth: bool) -> None:
     r = app.router
     r.add_get("/healthz", healthz, allow_head=True)
     r.add_get("/readyz", readyz, allow_head=True)
@@ -69,3 +69,17 @@ def setup(app: web.Application) -> None:
         r.add_route(method, "/files/{bucket}/{path:.+}", files.object_route)
     for method in ("PUT", "POST"):
         r.add_route(method, "/files/{bucket}/{path:.+}", files.object_route, expect_handler=defer_continue)
+
+    if auth:
+        auth_routes(r)
+
+
+def auth_routes(r: web.UrlDispatcher) -> None:
+    """Sign-in and the caller's own API: only with auth on (they need app[keys.AUTH])."""
+    r.add_get("/login", authn_routes.login_page)
+    r.add_post("/login", authn_routes.login)
+    r.add_post("/logout", authn_routes.logout)
+    r.add_get("/api/whoami", authn_routes.whoami)
+    r.add_get("/api/tokens", authn_routes.list_tokens)
+    r.add_post("/api/tokens", authn_routes.create_token)
+    r.add_delete("/api/tokens/{token_id}", authn_routes.revoke_token)

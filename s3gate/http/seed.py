@@ -11,8 +11,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from .. import keys
+from ..storage.names import check_bucket, check_key
 from . import access, downloads, listing, uploads
-from .paths import check_bucket, check_key
 
 
 async def download_link(request: web.Request) -> web.Response:

@@ -169,7 +169,13 @@ def _zip_level(sample: bytes) -> int:
 
 def zip_chunks(members: Iterable[Member], pump: Pump, *, chunk: int) -> Iterator[bytes]:
     files = (
-        (m.name, m.modified, stat.S_IFREG | MEMBER_MODE, ZIP_AUTO(m.size, level=_zip_level(m.first)), _member_bytes(m, pump))
+        (
+            m.name,
+            m.modified,
+            stat.S_IFREG | MEMBER_MODE,
+            ZIP_AUTO(m.size, level=_zip_level(m.first)),
+            _member_bytes(m, pump),
+        )
         for m in members
     )
     return stream_zip(files, chunk_size=chunk)

@@ -19,8 +19,7 @@ from s3gate import settings as settings_mod
 from s3gate.auth.config import check
 from s3gate.auth.service import AuthService
 from s3gate.errors import GatewayError
-from s3gate.http import access
-from s3gate.http.authn import setup_auth
+from s3gate.http import access, authn, routes
 from s3gate.http.links import LinkSigner
 
 # Cheap argon2id for speed; one test checks the production parameters.
@@ -101,12 +100,19 @@ async def object_handler(request: web.Request) -> web.Response:
 
 
 def build_app(settings, clock=None, entries=(), hasher=FAST_HASHER) -> web.Application:
-    app = web.Application(middlewares=[request_id, render_errors])
+    """The auth wiring exactly as s3gate.app.create_app lists it, around one dummy handler."""
+    auth = authn.checked_config(settings)
+    app = web.Application(middlewares=[request_id, render_errors, *([authn.authn_middleware] if auth else [])])
     app[ENTRIES] = list(entries)
     app[keys.SETTINGS] = settings
     app[keys.LINKS] = LinkSigner(b"k" * 32)
+    if auth:
+        app[keys.AUTH_CONFIG] = auth
+        app[keys.POLICY] = authn.Policy()
+        app.cleanup_ctx.append(authn.auth_ctx(auth, hasher=hasher, clock=clock))
+        app.on_response_prepare.append(authn.private_when_authenticated)
+        routes.auth_routes(app.router)
     app.router.add_route("*", "/files/{bucket}/{path:.*}", object_handler)
-    setup_auth(app, settings, hasher=hasher, clock=clock)
     return app
 
 

@@ -288,10 +288,10 @@ async def test_tokens_list_survives_any_stored_expiry(data_dir, s3gate):
     code, out, err = s3gate("tokens", "list", "--all", "--json")
     assert code == 0, err
     listed = {t["id"]: t for t in json.loads(out)}
-    assert [(listed[i]["expires"], listed[i]["state"]) for i in ids] == [
-        ("9999-12-31 23:59 UTC", "active"),
-        ("9999-12-31 23:59 UTC", "active"),
-        ("1970-01-01 00:00 UTC", "expired"),
+    assert [(listed[i]["expires"], listed[i]["state"]) for i in ids] == [  # as GET /api/tokens shows them
+        ("9999-12-31T23:59:59+00:00", "active"),
+        ("9999-12-31T23:59:59+00:00", "active"),
+        ("1970-01-01T00:00:00+00:00", "expired"),
     ]
     code, _, err = s3gate("tokens", "create", "alice", "--expires", "999999999y")
     assert code == 2 and "at most" in err

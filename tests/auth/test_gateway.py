@@ -9,6 +9,7 @@ from s3gate import keys
 from s3gate import settings as settings_mod
 from s3gate.app import create_app
 from s3gate.auth.rules import Rule
+from s3gate.http.links import LinkSigner
 
 from .conftest import PASSWORD
 
@@ -100,3 +101,19 @@ async def test_wget_through_the_gateway(gateway, bucket, s3):
     code, out = await sh("wget", "-q", "-O", "-", "--user", "alice", "--password", PASSWORD,
                          f"{gateway.base}/files/{bucket}/docs/w.txt")
     assert code == 0 and out == "wget me"
+
+
+async def test_a_link_is_verified_once_per_request(gateway, bucket, s3, monkeypatch):
+    # The download handler and the auth policy both ask for the link's check
+    # (s3gate.http.links.verify_request); the signature is computed once.
+    s3.put_object(Bucket=bucket, Key="docs/a.txt", Body=b"hello")
+    calls = []
+    real = LinkSigner.verify
+    monkeypatch.setattr(LinkSigner, "verify", lambda self, *a, **kw: calls.append(a[:2]) or real(self, *a, **kw))
+    code, link = await sh(*CURL, "--fail", "-u", f"alice:{PASSWORD}", f"{gateway.base}/downloads3/{bucket}/docs/a.txt")
+    assert code == 0, link
+    code, out = await sh(*CURL, "--fail", link.strip())
+    assert code == 0 and out == "hello"
+    assert calls == [(bucket, "docs/a.txt")]
+    code, out = await sh(*CURL, "-o", "/dev/null", "-w", "%{http_code}", link.strip().replace("sig=", "sig=A"))
+    assert out == "403"

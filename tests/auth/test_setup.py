@@ -1,4 +1,4 @@
-"""Wiring: setup_auth in the app, auth switched off, configuration checks, documented settings."""
+"""Wiring: the auth pieces create_app installs, auth switched off, configuration checks, documented settings."""
 
 import dataclasses
 import logging
@@ -9,12 +9,12 @@ from aiohttp import web
 
 from s3gate import keys
 from s3gate import settings as settings_mod
-from s3gate.auth.config import is_loopback_host
 from s3gate.errors import ConfigError
 from s3gate.http import access
-from s3gate.http.authn import Policy, authn_middleware, setup_auth
+from s3gate.http.authn import Policy, authn_middleware, checked_config, private_when_authenticated
+from s3gate.netaddr import is_loopback_host, is_loopback_url
 
-from .conftest import make_settings, render_errors, request_id
+from .conftest import build_app, make_settings, render_errors, request_id
 
 AUTH_SETTINGS = [
     "auth", "admin_password", "users_db", "password_min_length", "session_ttl", "password_cache_ttl",
@@ -22,29 +22,34 @@ AUTH_SETTINGS = [
 ]
 
 
-def test_auth_middleware_is_inside_the_error_middleware(tmp_path):
-    app = web.Application(middlewares=[request_id, render_errors])
-    setup_auth(app, make_settings(tmp_path))
-    assert list(app.middlewares) == [request_id, render_errors, authn_middleware]
-    assert type(app[keys.POLICY]) is Policy  # the auth room's policy, which access.require delegates to
-    assert {r.resource.canonical for r in app.router.routes()} >= {"/login", "/logout", "/api/tokens", "/api/whoami"}
-
-
-def test_the_real_app_calls_setup_auth(tmp_path):
+def test_the_app_lists_the_auth_wiring(tmp_path):
     from s3gate.app import create_app
     from s3gate.http import middlewares
 
     app = create_app(make_settings(tmp_path, s3_endpoint="http://127.0.0.1:9"))
-    assert keys.POLICY in app
-    assert list(app.middlewares)[-1] is authn_middleware
-    assert middlewares.error_middleware in list(app.middlewares)[:-1]
+    # Inside the error middleware, so auth errors render like every other.
+    assert list(app.middlewares) == [middlewares.request_id_middleware, middlewares.error_middleware, authn_middleware]
+    assert type(app[keys.POLICY]) is Policy  # the auth room's policy, which access.require delegates to
+    assert private_when_authenticated in app.on_response_prepare
+    assert len(app.cleanup_ctx) == 4  # storage, links, journal and auth
+    assert {r.resource.canonical for r in app.router.routes()} >= {"/login", "/logout", "/api/tokens", "/api/whoami"}
+
+
+def test_auth_off_the_app_installs_none_of_it(tmp_path):
+    from s3gate.app import create_app
+
+    app = create_app(make_settings(tmp_path, auth=False, s3_endpoint="http://127.0.0.1:9"))
+    assert keys.POLICY not in app and keys.AUTH_CONFIG not in app
+    assert authn_middleware not in app.middlewares and private_when_authenticated not in app.on_response_prepare
+    assert len(app.cleanup_ctx) == 3  # storage, links, journal
+    assert not {r.resource.canonical for r in app.router.routes()} & {"/login", "/logout", "/api/tokens", "/api/whoami"}
 
 
 async def test_auth_off_installs_nothing_and_allows_everything(tmp_path, caplog, aiohttp_client):
     caplog.set_level(logging.WARNING)
-    app = web.Application(middlewares=[request_id, render_errors])
-    app[keys.SETTINGS] = settings = make_settings(tmp_path, auth=False)
-    setup_auth(app, settings)
+    settings = make_settings(tmp_path, auth=False)
+    app = build_app(settings)
+    assert checked_config(settings) is None
     assert keys.POLICY not in app and list(app.middlewares) == [request_id, render_errors]
 
     async def handler(request):
@@ -60,7 +65,7 @@ async def test_auth_off_installs_nothing_and_allows_everything(tmp_path, caplog,
 
 def test_auth_off_beyond_loopback_is_loud(tmp_path, caplog):
     caplog.set_level(logging.WARNING)
-    setup_auth(web.Application(), make_settings(tmp_path, auth=False, host="0.0.0.0"))
+    checked_config(make_settings(tmp_path, auth=False, host="0.0.0.0"))
     critical = [r.getMessage() for r in caplog.records if r.levelno == logging.CRITICAL]
     assert any("AUTHENTICATION IS OFF" in m and "0.0.0.0" in m for m in critical)
 
@@ -71,7 +76,9 @@ def test_auth_off_beyond_loopback_is_loud(tmp_path, caplog):
      ("0.0.0.0", False), ("::", False), ("192.168.1.5", False), ("files.example.org", False)],
 )
 def test_loopback_detection(host, loopback):
+    # One check for the open-gateway warning, link_mode and /healthz's store probe.
     assert is_loopback_host(host) is loopback
+    assert is_loopback_url(f"http://{host if ':' not in host or host.startswith('[') else f'[{host}]'}:9000/") is loopback
 
 
 @pytest.mark.parametrize(
@@ -87,7 +94,7 @@ def test_loopback_detection(host, loopback):
 )
 def test_bad_settings_refuse_to_start(tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message):
-        setup_auth(web.Application(), make_settings(tmp_path, **overrides))
+        checked_config(make_settings(tmp_path, **overrides))
 
 
 def test_settings_from_the_environment(tmp_path):

@@ -10,8 +10,7 @@ import pytest
 
 from s3gate.auth import migrations
 from s3gate.auth.rules import Rule
-from s3gate.auth.sqlite import SQLiteStore, connect
-from s3gate.auth.store import open_store
+from s3gate.auth.sqlite import SQLiteStore, connect, open_store
 from s3gate.errors import ConfigError
 
 

@@ -23,7 +23,7 @@ from tests.conftest import keys_in
 # tar's 100-byte field, an empty file, a large-ish incompressible file.
 TREE = {
     "photos/a.txt": b"hello\n" * 5000,
-    "photos/sub dir/été/ünï cödé.txt": "nested, unicode\n".encode() * 100,
+    "photos/sub dir/été/ünï cödé.txt": b"nested, unicode\n" * 100,
     "photos/deep/" + "x" * 120 + "/long.bin": os.urandom(5000),
     "photos/empty": b"",
     "photos/big.bin": os.urandom(3 * 1024 * 1024 + 17),

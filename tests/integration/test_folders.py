@@ -60,7 +60,7 @@ def make_tree(root: Path) -> dict[str, Path]:
                 add(f"lvl {a}/ébène {b}/ναι {c}/data-{a}{b}{c}.bin", random_bytes(1000 + 37 * c))
     add("big/one.bin", random_bytes(3 * 1024 * 1024 + 1))
     add("empty", b"")
-    add("名前 with spaces.txt", "unicode name\n".encode())
+    add("名前 with spaces.txt", b"unicode name\n")
     return files
 
 
@@ -89,7 +89,9 @@ def photos(seaweed, store, tmp_path_factory):
 async def test_nested_folder_round_trips_through_real_tar_and_unzip(gateway, photos, tmp_path, fmt):
     bucket, src = photos
     archive = tmp_path / f"photos.{fmt}"
-    got = await run("curl", "-sS", "--fail", "-o", archive, "-D", "-", gateway.url(f"/files/{bucket}/photos/?archive={fmt}"))
+    got = await run(
+        "curl", "-sS", "--fail", "-o", archive, "-D", "-", gateway.url(f"/files/{bucket}/photos/?archive={fmt}")
+    )
     assert got.rc == 0, got.errtext
     assert f'filename="photos.{fmt}"' in got.text
     out = tmp_path / "out"
@@ -111,7 +113,9 @@ async def test_piped_into_tar_as_the_readme_shows(gateway, photos, tmp_path):
     bucket, src = photos
     (tmp_path / "x").mkdir()
     piped = await run(
-        "sh", "-c", f"curl -sS --fail '{gateway.url(f'/files/{bucket}/photos/?archive=tar.gz')}' | tar xz",
+        "sh",
+        "-c",
+        f"curl -sS --fail '{gateway.url(f'/files/{bucket}/photos/?archive=tar.gz')}' | tar xz",
         cwd=tmp_path / "x",
     )
     assert piped.rc == 0, piped.errtext
@@ -122,14 +126,20 @@ async def test_client_leaving_mid_archive_leaves_the_gateway_healthy(gateway, ph
     bucket, _ = photos
     budget = gateway.app[keys.BUDGET]
     # head closes the pipe after 64 KiB: curl stops reading and hangs up.
-    cut = await run("sh", "-c", f"curl -sS '{gateway.url(f'/files/{bucket}/photos/?archive=zip')}' | head -c 65536 | wc -c")
+    cut = await run(
+        "sh", "-c", f"curl -sS '{gateway.url(f'/files/{bucket}/photos/?archive=zip')}' | head -c 65536 | wc -c"
+    )
     assert cut.text.strip() == "65536"
 
     async def released() -> bool:
         return budget.used == 0
 
     await eventually(released, what="the archive's memory to be given back")
-    whole = await run("sh", "-c", f"curl -sS --fail '{gateway.url(f'/files/{bucket}/photos/?archive=zip')}' > {tmp_path}/a.zip && unzip -tq {tmp_path}/a.zip")
+    whole = await run(
+        "sh",
+        "-c",
+        f"curl -sS --fail '{gateway.url(f'/files/{bucket}/photos/?archive=zip')}' > {tmp_path}/a.zip && unzip -tq {tmp_path}/a.zip",
+    )
     assert whole.rc == 0, whole.errtext + whole.text
 
 

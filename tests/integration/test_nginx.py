@@ -12,6 +12,8 @@ are on https, and the gateway's own refusals reach the client.
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import os
 import shutil
 import subprocess
@@ -322,6 +324,56 @@ async def test_forwarded_headers_set_by_nginx(start_nginx):
             assert "Connection" not in headers, headers
     finally:
         await upstream.close()
+
+
+async def test_forwarded_headers_believed_from_nginx_only(start_gateway, start_nginx, bucket, store, caplog, tmp_path):
+    """trusted_proxies = 127.0.0.1 (nginx): its X-Forwarded-* count; a client at 127.0.0.2 that talks
+    straight to the gateway and forges them changes neither links, nor cookies, nor its own address."""
+    caplog.set_level(logging.INFO, logger="s3gate.audit")
+    gateway = await start_gateway(trusted_proxies="127.0.0.1", auth=True, login_delay=0, audit_log="-")
+    service = gateway.app[keys.AUTH]
+    await service.add_user("alice", PASSWORD)
+    await service.grant("alice", Rule.parse(f"{bucket}:read"))
+    await store.put(bucket, "doc.txt", b"x")
+    nginx = await start_nginx(gateway.port)
+    forged = [
+        "-H",
+        "X-Forwarded-For: 203.0.113.9",
+        "-H",
+        "X-Forwarded-Proto: https",
+        "-H",
+        "X-Forwarded-Host: evil.example",
+    ]
+
+    def failed_logins() -> list[str]:
+        events = [json.loads(r.getMessage()) for r in caplog.records if r.name == "s3gate.audit"]
+        return [e["remote"] for e in events if e["event"] == "login_failed"]
+
+    async def session_cookie_secure(base: str) -> bool:
+        jar = tmp_path / f"jar-{len(caplog.records)}.txt"
+        login = await run(
+            "curl", "-sSk", "--interface", "127.0.0.2", "-c", jar, "-o", "/dev/null", "-w", "%{http_code}", *forged,
+            "--data-urlencode", "username=alice", "--data-urlencode", f"password={PASSWORD}", f"{base}/login",
+        )  # fmt: skip
+        assert login.text == "303", login.text
+        [line] = [line for line in jar.read_text().splitlines() if "s3gate_session" in line]
+        return line.split("\t")[3] == "TRUE"
+
+    for base, client in (
+        # Through nginx, from 127.0.0.2: nginx's headers name the client and the https address.
+        (nginx.https, "127.0.0.2"),
+        # Straight to the gateway from 127.0.0.2 (not a trusted proxy): the forged headers are its own words.
+        (gateway.base, "127.0.0.2"),
+    ):
+        link = await run("curl", "-sSk", "--interface", "127.0.0.2", "-u", f"alice:{PASSWORD}", *forged,
+                         f"{base}/downloads3/{bucket}/doc.txt")  # fmt: skip
+        assert link.text.startswith(f"{base}/files/{bucket}/doc.txt?"), link.text
+        caplog.clear()
+        refused = await run("curl", "-sSk", "--interface", "127.0.0.2", "-u", "mallory:wrong password", *forged,
+                            "-o", "/dev/null", "-w", "%{http_code}", f"{base}/files/{bucket}/")  # fmt: skip
+        assert refused.text == "401"
+        assert failed_logins() == [client]  # the audit log's and the throttle's address
+        assert await session_cookie_secure(base) is (base == nginx.https)
 
 
 async def test_nginx_t_accepts_the_site_in_debians_main_config(tmp_path):
