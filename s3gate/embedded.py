@@ -93,7 +93,8 @@ class Credentials:
     @classmethod
     def load_or_create(cls, path: Path) -> Credentials:
         def make() -> bytes:
-            return json.dumps({"access_key": "s3gate" + secrets.token_hex(6), "secret_key": secrets.token_urlsafe(30)}).encode()
+            creds = {"access_key": "s3gate" + secrets.token_hex(6), "secret_key": secrets.token_urlsafe(30)}
+            return json.dumps(creds).encode()
 
         data = json.loads(load_or_create_secret(path, make))
         return cls(data["access_key"], data["secret_key"])

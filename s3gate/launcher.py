@@ -89,7 +89,7 @@ def check_before_start(settings: settings_mod.Settings) -> str | None:
     else:
         check_auth(settings)
     if settings.embedded:
-        from .http.paths import check_bucket
+        from .storage.names import check_bucket
 
         try:
             check_bucket(settings.default_bucket)

@@ -165,6 +165,10 @@ class Settings:
     )
     max_upload_bytes: int = setting(0, "Largest accepted upload in bytes (413 above it); 0 = S3's own limit (5 TiB).")
     max_form_files: int = setting(1000, "Most files accepted in one multipart/form-data request.")
+    max_archive_members: int = setting(
+        100_000,
+        "Most entries (files, folders, links) read from one tar stream sent with ?extract=tar (413 beyond it; what was stored before stays and is named).",
+    )
     shutdown_timeout: float = setting(
         20.0, "Seconds a worker waits for in-flight downloads on shutdown; uploads are aborted at once."
     )
@@ -257,6 +261,8 @@ class Settings:
             problems.append("download_chunk must be at least 1 byte")
         if self.max_form_files < 1:
             problems.append("max_form_files must be at least 1")
+        if self.max_archive_members < 1:
+            problems.append("max_archive_members must be at least 1")
         if not self.shutdown_timeout > 0:
             problems.append("shutdown_timeout must be > 0")
         if not self.abort_stale_uploads_hours >= 0:

@@ -8,6 +8,7 @@ import os
 
 import botocore.session
 import pytest
+from blockbuster import blockbuster_ctx
 from botocore.config import Config
 
 from s3gate import settings as settings_mod
@@ -15,6 +16,36 @@ from s3gate.app import create_app
 
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
 _counter = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def blockbuster():
+    """Fail any blocking call (file, socket, sqlite, sleep, lock) made on a running event loop by s3gate's code.
+
+    As aiohttp's own test suite does. Only calls with an s3gate frame on the
+    stack count: the tests' own set-up (a sync botocore client putting objects,
+    files written in tmp_path) is scaffolding, not the gateway. Blocking work
+    on other threads (moto's server thread, the users store's sqlite thread,
+    asyncio.to_thread) never counts: blockbuster looks only at the thread
+    running the loop. Exemptions, each for a reason:
+    """
+    with blockbuster_ctx("s3gate") as bb:
+        for name in ("io.TextIOWrapper.write", "io.BufferedWriter.write", "os.write", "threading.Lock.acquire"):
+            # Logging to standard error is synchronous in every aiohttp app (the
+            # access log too); the audit log file is written from a QueueListener thread.
+            bb.functions[name].can_block_in("logging/__init__.py", {"emit", "flush", "acquire", "handle"})
+        for function in bb.functions.values():
+            # The console commands (`s3gate ...`, all through s3gate.cli.main) are
+            # synchronous programs of their own; tests run them from async tests
+            # too, as a shell would, but no loop serves anyone there.
+            function.can_block_in("s3gate/cli.py", {"main"})
+            # run_sync: the commands' (and the launcher's) way into async code,
+            # which waits for its own loop on a worker thread by design.
+            function.can_block_in("s3gate/auth/bootstrap.py", {"run_sync"})
+            # Storage.open warms botocore's caches with a throwaway client under
+            # asyncio.run on a worker thread: that loop serves no request.
+            function.can_block_in("s3gate/storage/s3.py", {"warm_on_thread"})
+        yield bb
 
 
 @pytest.fixture(scope="session")

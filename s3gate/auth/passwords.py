@@ -88,10 +88,6 @@ class Passwords:
         async with self.slot():
             return await asyncio.to_thread(self.hasher.hash, password)
 
-    def hash_sync(self, password: str) -> str:
-        self.check_policy(password)
-        return self.hasher.hash(password)
-
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """Held around one hash (``async with passwords.slot():`` then ``verify_in_slot``).
@@ -144,7 +140,3 @@ class Passwords:
                 dummy = await asyncio.to_thread(self.hasher.hash, secrets.token_urlsafe(24))
             self._dummy = self._dummy or dummy
         return self._dummy
-
-
-def is_argon2id(stored: str) -> bool:
-    return stored.startswith("$argon2id$")

@@ -216,4 +216,3 @@ def database_path(data_dir: str | Path, users_db: str) -> Path:
         raise ConfigError(f"users_db: {scheme}:// databases are not supported yet; give an SQLite file path")
     path = Path(users_db)
     return path if path.is_absolute() else Path(data_dir) / path
-

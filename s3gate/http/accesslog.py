@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from .. import keys
+from . import forwarded
 
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f-\x9f"\\\u2028\u2029]')
 
@@ -30,10 +31,13 @@ def escape(value: object) -> str:
 
 class AccessLogger(AbstractAccessLogger):
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        rid = request.get(keys.REQUEST_ID, "-") if isinstance(request, web.Request) else "-"
+        if isinstance(request, web.Request) and keys.REQUEST_ID in request:
+            rid, remote = request[keys.REQUEST_ID], forwarded.client_address(request)
+        else:  # a request the parser refused never reached the app: no proxy to ask
+            rid, remote = "-", request.remote
         self.logger.info(
             '%s "%s %s" %s %s %.3fs rid=%s',
-            escape(request.remote),
+            escape(remote),
             escape(request.method),
             escape(request.path),
             response.status,

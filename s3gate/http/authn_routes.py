@@ -285,4 +285,3 @@ async def revoke_token(request: web.Request) -> web.Response:
         outcome="ok",
     )
     return json_response({"revoked": token.id})
-

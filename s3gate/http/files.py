@@ -11,7 +11,7 @@ from ..auth import csrf
 from ..errors import BadRequest, MethodNotAllowed
 from ..storage.names import check_bucket, check_key
 from ..storage.writer import UploadResult
-from . import access, downloads, folders, forwarded, links, listing, uploads
+from . import access, downloads, extract, folders, forwarded, links, listing, uploads
 from .paths import check_prefix, object_path
 from .responses import json_response
 
@@ -30,6 +30,10 @@ def target(request: web.Request) -> tuple[str, str]:
 
 async def bucket_root(request: web.Request) -> web.StreamResponse:
     bucket, _ = target(request)
+    if request.method in ("PUT", "POST") and "extract" in request.query:
+        return await extract.extract(request, bucket, "")  # a tar stream: every file under the bucket
+    if request.method == "PUT":
+        raise BadRequest("a PUT needs an object key, or ?extract=tar to unpack a tar stream here")
     if request.method == "POST":
         return await post_form(request, bucket, "")
     if request.method == "DELETE":  # the objects, never the bucket itself
@@ -42,6 +46,8 @@ async def bucket_root(request: web.Request) -> web.StreamResponse:
 async def object_route(request: web.Request) -> web.StreamResponse:
     bucket, path = target(request)
     method = request.method
+    if method in ("PUT", "POST") and "extract" in request.query:
+        return await extract.extract(request, bucket, check_prefix(path))
     if method in ("GET", "HEAD"):
         if path.endswith("/"):
             if "archive" in request.query:

@@ -65,6 +65,7 @@ def setup(app: web.Application, *, auth: bool) -> None:
         r.add_route("HEAD", path, files.bucket_root)
         r.add_route("DELETE", path, files.bucket_root)  # ?recursive=1: every object, never the bucket
         r.add_route("POST", path, files.bucket_root, expect_handler=defer_continue)
+        r.add_route("PUT", path, files.bucket_root, expect_handler=defer_continue)  # ?extract=tar
     for method in ("GET", "HEAD", "DELETE"):
         r.add_route(method, "/files/{bucket}/{path:.+}", files.object_route)
     for method in ("PUT", "POST"):

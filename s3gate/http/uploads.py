@@ -293,6 +293,16 @@ class _Registered:
         self.registry.tasks.discard(self.task)
 
 
+def registered(request: web.Request) -> _Registered:
+    """``with uploads.registered(request):`` around a handler's uploads, so shutdown aborts them."""
+    return _Registered(request.app[keys.UPLOADS])
+
+
+async def store(request: web.Request, writer: ObjectWriter, pieces: AsyncIterator[bytes]) -> UploadResult:
+    """Any other streamed source (a tar member): the same all-or-nothing as PUT and forms."""
+    return await _pump(writer, pieces, request.app[keys.UPLOADS])
+
+
 async def receive_body(request: web.Request, bucket: str, key: str) -> UploadResult:
     """PUT: the raw request body becomes the object."""
     registry = request.app[keys.UPLOADS]

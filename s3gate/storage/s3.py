@@ -8,6 +8,7 @@ signing (bodies are bytes we already hash), SigV4 for presigned URLs.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
@@ -188,6 +189,20 @@ def content_disposition(filename: str, disposition: str = "attachment") -> str:
     return f"{disposition}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
+async def _warm(session: Any, config: Any, kwargs: dict[str, Any]) -> None:
+    """Create and drop one client on a thread, so the event loop never waits on the disk.
+
+    botocore reads ~/.aws/config and its JSON models (~100 ms) while creating a
+    client and caches them in the session: the real clients then find them there.
+    """
+
+    async def warm_on_thread() -> None:  # its own event loop, on its own thread: it serves nobody
+        async with session.create_client("s3", config=config, **kwargs):
+            pass
+
+    await asyncio.to_thread(asyncio.run, warm_on_thread())
+
+
 class Storage:
     """What the gateway needs from S3, with botocore errors translated."""
 
@@ -203,6 +218,7 @@ class Storage:
     async def open(cls, settings: Settings) -> AsyncIterator[Storage]:
         session = get_session()
         config = _client_config(settings, max_connections=settings.s3_max_connections)
+        await _warm(session, config, _client_kwargs(settings, settings.s3_endpoint))
         async with contextlib.AsyncExitStack() as stack:
             client = await stack.enter_async_context(
                 session.create_client("s3", config=config, **_client_kwargs(settings, settings.s3_endpoint))

@@ -1,5 +1,6 @@
 """`s3gate users ...` and `s3gate tokens ...` through s3gate.cli.main, on a temporary data dir."""
 
+import asyncio
 import io
 import json
 import os
@@ -49,7 +50,8 @@ def s3gate(monkeypatch, capsys):
 
 
 async def open_service():
-    return await AuthService.open(check(settings_mod.load()))
+    settings = await asyncio.to_thread(settings_mod.load)  # reads config files: start-up work, off the loop
+    return await AuthService.open(check(settings))
 
 
 def users_json(s3gate) -> dict:
@@ -232,7 +234,7 @@ def test_first_start_creates_admin_with_a_random_password(data_dir, capsys):
 
 
 async def test_first_start_admin_can_log_in_and_works_inside_a_loop(data_dir):
-    settings = settings_mod.load()
+    settings = await asyncio.to_thread(settings_mod.load)  # reads config files: start-up work, off the loop
     password = bootstrap.ensure_admin(settings)  # sync form, called with a loop running
     service = await open_service()
     try:

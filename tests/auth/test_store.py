@@ -54,7 +54,7 @@ def make_v1(path):
 
 async def test_migrates_from_version_1_keeping_data(tmp_path):
     path = tmp_path / "users.db"
-    created = make_v1(path)
+    created = await asyncio.to_thread(make_v1, path)  # set-up on a thread: the loop is the gateway's
     assert "tokens" not in tables(path)
     store = await SQLiteStore.open(path)
     try:
@@ -83,7 +83,7 @@ async def test_refuses_a_newer_schema(tmp_path):
         await SQLiteStore.open(path)
 
 
-async def test_a_failed_migration_leaves_the_old_version(tmp_path, monkeypatch):
+def test_a_failed_migration_leaves_the_old_version(tmp_path, monkeypatch):
     path = tmp_path / "users.db"
     make_v1(path)
 
