@@ -18,6 +18,7 @@ before it.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -29,6 +30,7 @@ from ..storage import untar
 from ..storage.archive import Pump
 from ..storage.writer import UploadResult
 from . import access, uploads
+from .paths import check_prefix
 from .responses import json_response
 
 log = logging.getLogger("s3gate.upload")
@@ -47,6 +49,24 @@ async def _member(pump: Pump) -> AsyncIterator[bytes]:
     """The bytes of the member just begun, up to its End."""
     while not isinstance(event := await anext(pump), untar.End):
         yield event
+
+
+# What `curl -T photos.tar.gz URL/backup/` appends to the URL: the archive's
+# own name, not a folder to unpack into.
+_ARCHIVE_NAME = re.compile(r"[^/]+\.(tar|tgz|tar\.gz|tbz|tbz2|tar\.bz2|txz|tar\.xz)", re.I)
+
+
+def target_folder(path: str) -> str:
+    """The folder a tar stream unpacks into: the path up to its last '/'.
+
+    A final segment is accepted only when it is an archive's file name (curl's
+    ``-T FILE`` appends it to a URL ending in '/'); anything else without a
+    trailing '/' is refused rather than guessed.
+    """
+    folder, _, last = path.rpartition("/")
+    if last and not _ARCHIVE_NAME.fullmatch(last):
+        raise BadRequest("?extract=tar needs a folder path ending in '/' (e.g. /files/BUCKET/backup/?extract=tar)")
+    return check_prefix(folder)
 
 
 async def extract(request: web.Request, bucket: str, prefix: str) -> web.Response:

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from .. import keys
 from ..auth import csrf
-from ..errors import BadRequest, MethodNotAllowed
+from ..errors import BadRequest, MethodNotAllowed, NoSuchKey, PreconditionFailed
 from ..storage.names import check_bucket, check_key
 from ..storage.writer import UploadResult
 from . import access, downloads, extract, folders, forwarded, links, listing, uploads
@@ -47,7 +47,7 @@ async def object_route(request: web.Request) -> web.StreamResponse:
     bucket, path = target(request)
     method = request.method
     if method in ("PUT", "POST") and "extract" in request.query:
-        return await extract.extract(request, bucket, check_prefix(path))
+        return await extract.extract(request, bucket, extract.target_folder(path))
     if method in ("GET", "HEAD"):
         if path.endswith("/"):
             if "archive" in request.query:
@@ -94,10 +94,33 @@ async def put_object(request: web.Request, bucket: str, key: str) -> web.Respons
     uploads.check_length(request)
     uploads.expected_checksums(request)  # malformed headers: 400 before the body
     await request.app[keys.STORAGE].require_bucket(bucket)
+    await refuse_overwrite(request, bucket, key)
     await uploads.send_continue(request)
     result = await uploads.receive_body(request, bucket, key)
     body = result_json(result)
     return json_response(body, status=201, headers={**result_headers(result), "Location": object_path(bucket, key)})
+
+
+async def refuse_overwrite(request: web.Request, bucket: str, key: str) -> None:
+    """``If-None-Match: *`` (or a list of ETags): 412 when the key exists (or has one of them), before the body.
+
+    RFC 9110 §13.1.2: "*" is false when the target has a current
+    representation; the web page sends it so an upload never replaces an
+    object the user did not choose to replace. Checked with a HEAD before
+    the body is read, so two uploads racing for one new key can both pass
+    (the later one wins): S3's own conditional PutObject is not offered by
+    every store this gateway fronts.
+    """
+    lines = request.headers.getall("If-None-Match", [])
+    if not lines:
+        return
+    try:
+        info = await request.app[keys.STORAGE].head(bucket, key)
+    except NoSuchKey:
+        return
+    # Weak comparison for If-None-Match (RFC 9110 §13.1.2), lines joined as one list (§5.3).
+    if downloads._list_matches(", ".join(lines), info.etag, weak=True):
+        raise PreconditionFailed(f"{key} already exists", headers={"ETag": info.etag})
 
 
 async def post_form(request: web.Request, bucket: str, prefix: str) -> web.Response:

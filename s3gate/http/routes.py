@@ -10,7 +10,7 @@ from aiohttp import web
 from .. import keys
 from ..errors import GatewayError, StorageUnavailable
 from ..netaddr import is_loopback_url
-from . import authn_routes, files, listing, seed
+from . import authn_routes, files, listing, page, seed
 from .responses import json_response
 from .uploads import defer_continue
 
@@ -47,6 +47,12 @@ def setup(app: web.Application, *, auth: bool) -> None:
     r = app.router
     r.add_get("/healthz", healthz, allow_head=True)
     r.add_get("/readyz", readyz, allow_head=True)
+
+    # The web page (s3gate/ui/) and the two answers only it needs.
+    r.add_get("/", page.index)
+    r.add_get("/static/{name}", page.static)
+    r.add_get("/api/rights", page.rights)
+    r.add_post("/api/links", page.new_link)
 
     # The seed's routes, exactly as its users type them.
     r.add_get("/downloads3/{bucket}/{path:.+}", seed.download_link)

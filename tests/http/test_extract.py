@@ -236,3 +236,14 @@ async def test_a_plain_tar_cut_at_a_member_boundary_is_not_taken_for_whole(clien
     assert resp.status == 400 and body["complete"] is False
     assert "no end-of-archive block" in body["error"]["message"]
     assert [f["key"] for f in body["stored"]] == ["cut/a.txt", "cut/b.txt"]
+
+
+async def test_the_target_is_a_folder(client, bucket, s3):
+    data = make_tar([("a.txt", b"A")])
+    # `curl -T backup.tar URL/in/?extract=tar` appends the file name: it names no folder.
+    for path in ("in/backup.tar", "in/backup.tar.gz", "in/b.TGZ", "in/x.tar.xz"):
+        resp = await client.put(f"/files/{bucket}/{path}?extract=tar", data=data)
+        assert resp.status == 201, path
+    resp = await client.put(f"/files/{bucket}/in/photos?extract=tar", data=data)  # a folder without its '/'
+    assert resp.status == 400 and "ending in '/'" in (await resp.json())["message"]
+    assert keys_in(s3, bucket) == ["in/a.txt"]

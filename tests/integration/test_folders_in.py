@@ -94,21 +94,25 @@ def mirrored(seaweed, store, tree, tmp_path_factory) -> str:
 
 
 async def test_wget_mirrors_a_folder_from_the_html_listing(gateway, mirrored, tree, tmp_path):
+    out = tmp_path / "mirror"
+    out.mkdir()
     # /files/BUCKET/photos/: --cut-dirs=3 drops files/BUCKET/photos; -R drops the listings once read.
     url = gateway.url(f"/files/{mirrored}/photos/?format=html")
     got = await run("wget", "-q", "-r", "-l", "inf", "-np", "-nH", "--cut-dirs=3", "-R", "index.html*", url,
-                    cwd=tmp_path, timeout=300)  # fmt: skip
+                    cwd=out, timeout=300)  # fmt: skip
     assert got.rc == 0, got.errtext[-2000:]
-    assert tree_digests(tmp_path) == tree_digests(tree)
+    assert tree_digests(out) == tree_digests(tree)
 
 
 async def test_text_listing_piped_into_wget(gateway, mirrored, tree, tmp_path):
+    out = tmp_path / "mirror"
+    out.mkdir()
     url = gateway.url(f"/files/{mirrored}/photos/?recursive=1&format=text")
     got = await run(
-        "sh", "-c", f"curl -sS --fail '{url}' | wget -q -x -nH --cut-dirs=3 -i -", cwd=tmp_path, timeout=300
+        "sh", "-c", f"curl -sS --fail '{url}' | wget -q -x -nH --cut-dirs=3 -i -", cwd=out, timeout=300
     )
     assert got.rc == 0, got.errtext[-2000:]
-    assert tree_digests(tmp_path) == tree_digests(tree)
+    assert tree_digests(out) == tree_digests(tree)
 
 
 # -- what tar would not write ------------------------------------------------------------------------

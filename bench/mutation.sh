@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Mutation testing (mutmut) of the code that guards s3gate's promises: who may
+# do what, and all-or-nothing uploads. Not part of CI: a run takes minutes to
+# hours on 2 cores. See bench/README.md, "Mutation testing".
+#
+#   bench/mutation.sh                 # every target below, one after another
+#   bench/mutation.sh access seed     # just these targets
+#   MUTATION_DIR=/tmp/mut bench/mutation.sh files
+#
+# Each target is mutated in its own COPY of the project (MUTATION_DIR/TARGET,
+# default /tmp/s3gate-mutation), never in the working tree: mutmut rewrites
+# the sources it mutates, and others may be editing this tree meanwhile. The
+# copy's setup.cfg gets a [mutmut] section; the project's own is untouched.
+# Each mutant runs only the fast tests (moto, no SeaweedFS) that exercise the
+# mutated function, from the target's list below. Results: `mutmut results`
+# is printed and saved to MUTATION_DIR/TARGET/results.txt; a surviving
+# mutant's diff is `cd MUTATION_DIR/TARGET && ../../path/to/python -m mutmut show NAME`.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PY=${PYTHON:-$ROOT/.venv/bin/python}
+OUT=${MUTATION_DIR:-/tmp/s3gate-mutation}
+JOBS=${MUTATION_JOBS:-2}
+
+if ! "$PY" -c 'import mutmut' 2>/dev/null; then
+    echo "mutmut is not installed: $PY -m pip install 'mutmut==3.8.1'" >&2
+    exit 2
+fi
+
+# target -> "files to mutate (globs)|fast tests each mutant may run"
+declare -A TARGETS=(
+    [access]="s3gate/http/access.py|tests/http/test_permissions.py tests/http/test_cross_site.py tests/http/test_listing.py tests/auth/test_http_access.py tests/auth/test_links.py tests/auth/test_csrf.py"
+    [files]="s3gate/http/files.py|tests/http/test_permissions.py tests/http/test_files.py tests/http/test_downloads.py tests/http/test_listing.py tests/http/test_cross_site.py"
+    [seed]="s3gate/http/seed.py|tests/http/test_permissions.py tests/http/test_seed.py tests/http/test_cross_site.py"
+    [writer]="s3gate/storage/writer.py|tests/storage/test_writer.py tests/http/test_files.py"
+    [auth]="s3gate/auth/*.py|tests/auth"
+)
+ORDER=(access seed files writer auth)
+
+run_target() {
+    local name=$1 spec=${TARGETS[$1]}
+    local globs=${spec%%|*} tests=${spec#*|}
+    local dir=$OUT/$name
+    echo "== $name: mutating $globs; tests: $tests"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    # A copy without the venv, git data, caches or earlier mutants.
+    (cd "$ROOT" && tar --exclude=./.venv --exclude=./.git --exclude=./mutants \
+        --exclude='__pycache__' --exclude='*.egg-info' -cf - .) | tar -xf - -C "$dir"
+    {
+        echo
+        echo "[mutmut]"
+        echo "source_paths = s3gate"
+        echo "only_mutate ="
+        for g in $globs; do echo "    $g"; done
+        echo "pytest_add_cli_args_test_selection ="
+        for t in $tests; do if [ -e "$dir/$t" ]; then echo "    $t"; fi; done
+        # -p no:cacheprovider: no .pytest_cache written into the copy's tests.
+        echo "pytest_add_cli_args ="
+        echo "    -p"
+        echo "    no:cacheprovider"
+    } >>"$dir/setup.cfg"
+    (
+        cd "$dir"
+        # The mutants must be what gets imported, not the editable install of $ROOT.
+        "$PY" -m mutmut run --max-children "$JOBS" || echo "mutmut run exited $?" >&2
+        "$PY" -m mutmut results --all true >results-all.txt 2>&1 || true
+        "$PY" -m mutmut results >results.txt 2>&1 || true
+        cat results.txt
+    )
+}
+
+main() {
+    if [ $# -eq 0 ]; then set -- "${ORDER[@]}"; fi
+    for t in "$@"; do
+        if [ -z "${TARGETS[$t]+x}" ]; then
+            echo "unknown target $t (known: ${ORDER[*]})" >&2
+            exit 2
+        fi
+    done
+    for t in "$@"; do run_target "$t"; done
+}
+
+# One call, so bash has read the whole file before anything runs (editing
+# this script during a long run then cannot derail it).
+main "$@"
+exit
