@@ -33,6 +33,9 @@ system_pieces() {
         cmd=${pair%%:*} pkg=${pair#*:}
         command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || need+=("$pkg")
     done
+    # The web page's tests drive Debian's Chromium through Playwright (tests/ui).
+    [ -x /usr/bin/chromium ] || need+=(chromium)
+    [ -d /usr/share/fonts/truetype/dejavu ] || need+=(fonts-dejavu-core)
     [ ${#need[@]} -eq 0 ] && return 0
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "run.sh: installing ${need[*]} (apt-get)" >&2

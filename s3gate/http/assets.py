@@ -90,17 +90,28 @@ def language(accept_language: str, chosen: str | None = None) -> str:
     return best
 
 
-def render(template: str, lang: str, **values: str) -> str:
-    """A page in one language. Every value is HTML-escaped here; ``$t_NAME`` is string NAME.
+def script_json(value: object) -> str:
+    """JSON for a ``<script type="application/json">`` data block.
 
-    The page's script gets the same strings as a JSON data block (not
-    executable, so the CSP's ``script-src 'self'`` is untouched); ``<`` is
-    escaped in it so no string can close the element.
+    Such a block is not executed (the CSP's ``script-src 'self'`` is
+    untouched) and not entity-decoded either, so it is not HTML-escaped:
+    ``<`` and ``&`` become JSON escapes instead, and no value can close the
+    element.
+    """
+    return json.dumps(value, ensure_ascii=False).replace("<", "\\u003c").replace("&", "\\u0026")
+
+
+def render(template: str, lang: str, *, data: dict[str, object] | None = None, **values: str) -> str:
+    """A page in one language. ``$t_NAME`` is string NAME; every value is HTML-escaped here.
+
+    ``data`` values go in as ``$NAME_json`` data blocks (script_json); the
+    page's script gets its strings as ``$strings_json``.
     """
     table = STRINGS[lang]
     fields = {f"t_{k}": html.escape(v) for k, v in table.items()}
     fields.update({k: html.escape(v) for k, v in values.items()})
     fields.update({f"asset_{k.replace('.', '_').replace('-', '_')}": v for k, v in URLS.items()})
     fields["lang"] = lang
-    fields["strings_json"] = json.dumps(table, ensure_ascii=False).replace("<", "\\u003c").replace("&", "\\u0026")
+    fields["strings_json"] = script_json(table)
+    fields.update({f"{k}_json": script_json(v) for k, v in (data or {}).items()})
     return _TEMPLATES[template].substitute(fields)

@@ -76,7 +76,7 @@ async def index(request: web.Request) -> web.Response:
         "app.html",
         lang,
         user=user or "",
-        config_json=json.dumps(config).replace("<", "\\u003c"),
+        data={"config": config},
         signout_hidden="" if auth else "hidden",
         other_lang="es" if lang == "en" else "en",
         other_lang_name=assets.STRINGS["es" if lang == "en" else "en"]["language_name"],

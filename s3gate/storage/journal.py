@@ -119,7 +119,7 @@ class UploadJournal:
                 continue
         return out
 
-    def owned(self, entry: dict[str, Any]) -> bool:
+    async def owned(self, entry: dict[str, Any]) -> bool:
         """Whether a live request owns this entry's upload."""
         if entry.get("journal") == self.instance:
             task = self._live.get(entry["upload_id"])
@@ -127,16 +127,24 @@ class UploadJournal:
         pid, owner = entry.get("pid"), entry.get("owner")
         if not isinstance(pid, int) or owner is None:
             return False  # written before owners were recorded: no one can claim it
-        return process_identity(pid) == owner
+        return await asyncio.to_thread(process_identity, pid) == owner  # reads /proc: off the loop
 
     async def sweep_orphans(self, storage: Storage) -> int:
         """Abort the uploads no live request owns. Returns how many."""
-        return await self._sweep(storage, lambda entry: not self.owned(entry), "orphaned")
+
+        async def orphaned(entry: dict[str, Any]) -> bool:
+            return not await self.owned(entry)
+
+        return await self._sweep(storage, orphaned, "orphaned")
 
     async def sweep(self, storage: Storage, older_than: float, now: float | None = None) -> int:
         """Abort journal entries older than ``older_than`` seconds, owned or not. Returns how many."""
         cutoff = (now or time.time()) - older_than
-        return await self._sweep(storage, lambda entry: entry["started"] <= cutoff, "stale")
+
+        async def stale(entry: dict[str, Any]) -> bool:
+            return entry["started"] <= cutoff
+
+        return await self._sweep(storage, stale, "stale")
 
     async def _sweep(self, storage: Storage, doomed, why: str) -> int:
         with self._lock() as mine:
@@ -145,7 +153,7 @@ class UploadJournal:
             entries = await asyncio.to_thread(self.entries)
             aborted = 0
             for entry in entries:
-                if not doomed(entry) or not self._path(entry["upload_id"]).exists():
+                if not await doomed(entry) or not await asyncio.to_thread(self._path(entry["upload_id"]).exists):
                     continue  # kept, or ended since it was read
                 try:
                     await storage.abort_multipart(entry["bucket"], entry["key"], entry["upload_id"])

@@ -108,9 +108,7 @@ async def test_text_listing_piped_into_wget(gateway, mirrored, tree, tmp_path):
     out = tmp_path / "mirror"
     out.mkdir()
     url = gateway.url(f"/files/{mirrored}/photos/?recursive=1&format=text")
-    got = await run(
-        "sh", "-c", f"curl -sS --fail '{url}' | wget -q -x -nH --cut-dirs=3 -i -", cwd=out, timeout=300
-    )
+    got = await run("sh", "-c", f"curl -sS --fail '{url}' | wget -q -x -nH --cut-dirs=3 -i -", cwd=out, timeout=300)
     assert got.rc == 0, got.errtext[-2000:]
     assert tree_digests(out) == tree_digests(tree)
 

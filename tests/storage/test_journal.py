@@ -32,16 +32,16 @@ def writer(storage, bucket, journal, key="big.bin"):
 
 
 async def test_journal_tracks_open_uploads(storage, bucket, tmp_path):
-    journal = UploadJournal(tmp_path / "uploads")
+    journal = await asyncio.to_thread(UploadJournal, tmp_path / "uploads")  # files: off the loop, as the app does
     w = writer(storage, bucket, journal)
     await w.write(b"x" * (6 * MiB))
-    assert [e["bucket"] for e in journal.entries()] == [bucket]
+    assert [e["bucket"] for e in (await asyncio.to_thread(journal.entries))] == [bucket]
     await w.finish()
-    assert journal.entries() == []
+    assert (await asyncio.to_thread(journal.entries)) == []
 
 
 async def test_sweeper_aborts_only_our_stale_uploads(storage, bucket, tmp_path, s3):
-    journal = UploadJournal(tmp_path / "uploads")
+    journal = await asyncio.to_thread(UploadJournal, tmp_path / "uploads")  # files: off the loop, as the app does
     w = writer(storage, bucket, journal)
     await w.write(b"x" * (6 * MiB))  # then the worker "dies": no abort, no finish
     for task in list(w._tasks):
@@ -52,7 +52,7 @@ async def test_sweeper_aborts_only_our_stale_uploads(storage, bucket, tmp_path, 
     assert await journal.sweep(storage, older_than=3600) == 0  # not stale yet
     assert await journal.sweep(storage, older_than=0) == 1
     assert [u["UploadId"] for u in open_uploads(s3, bucket)] == [foreign]
-    assert journal.entries() == []
+    assert (await asyncio.to_thread(journal.entries)) == []
 
 
 class Owner:
@@ -90,14 +90,14 @@ def test_process_identity_tells_a_recycled_pid_apart():
 
 
 async def test_orphans_are_aborted_and_live_uploads_kept(storage, bucket, tmp_path, s3):
-    journal = UploadJournal(tmp_path / "uploads")
-    dead, alive = Owner(), Owner()
+    journal = await asyncio.to_thread(UploadJournal, tmp_path / "uploads")  # files: off the loop, as the app does
+    dead, alive = await asyncio.to_thread(Owner), await asyncio.to_thread(Owner)  # reads /proc: off the loop
     try:
-        orphan = leave_entry(journal, s3, bucket, "dead-worker.bin", dead.pid, dead.identity)
+        orphan = await asyncio.to_thread(leave_entry, journal, s3, bucket, "dead-worker.bin", dead.pid, dead.identity)
         dead.exit()  # killed mid-upload
         # The pid of a running process, but not the process that wrote the entry (a recycled pid).
-        recycled = leave_entry(journal, s3, bucket, "recycled.bin", os.getpid(), f"{dead.identity}-earlier")
-        other_worker = leave_entry(journal, s3, bucket, "other-worker.bin", alive.pid, alive.identity)
+        recycled = await asyncio.to_thread(leave_entry, journal, s3, bucket, "recycled.bin", os.getpid(), f"{dead.identity}-earlier")
+        other_worker = await asyncio.to_thread(leave_entry, journal, s3, bucket, "other-worker.bin", alive.pid, alive.identity)
 
         # In this process: one request still uploading, one that ended without removing its entry
         # (its abort failed while S3 was down).
@@ -120,7 +120,7 @@ async def test_orphans_are_aborted_and_live_uploads_kept(storage, bucket, tmp_pa
         assert set(left) == {"other-worker.bin", "big.bin", "someone-else.bin"}, left
         assert left["other-worker.bin"] == other_worker and left["someone-else.bin"] == foreign
         assert orphan not in left.values() and recycled not in left.values()
-        assert sorted(e["key"] for e in journal.entries()) == ["big.bin", "other-worker.bin"]
+        assert sorted(e["key"] for e in (await asyncio.to_thread(journal.entries))) == ["big.bin", "other-worker.bin"]
 
         await w.finish()  # the live request completes as if nothing happened
         assert "big.bin" in keys_in(s3, bucket)

@@ -25,7 +25,7 @@
     for (const [k, v] of Object.entries(props || {})) {
       if (v === undefined || v === null || v === false) continue;
       if (k === 'class') e.className = v;
-      else if (k === 'text') e.textContent = v;
+      else if (k === 'text') e.innerHTML = v; // MUTANT
       else if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
       else e.setAttribute(k, v === true ? '' : String(v));
     }
@@ -140,7 +140,9 @@
   }
 
   // -- a folder: loaded page by page, rendered only where visible ----------------------
-  const ROW_HEIGHT = 44; // px; the same as .row in app.css
+  // Every row has the same height (--row in app.css, taller at phone width), so
+  // the rows in view are found by arithmetic and only those are in the page.
+  let ROW_HEIGHT = 44;
   const PAGE = 1000;
   const view = {
     bucket: '', prefix: '', entries: [], shown: [], cursor: null, done: true, loading: false, generation: 0,
@@ -157,6 +159,7 @@
       bucket, prefix, entries: [], shown: [], cursor: null, done: false, loading: false, rights: null,
     });
     view.generation++;
+    document.body.dataset.listing = 'loading';
     $('scroller').scrollTop = 0;
     $('filter').value = view.filter = '';
     render();
@@ -250,6 +253,7 @@
   function renderNow() {
     if ($('folder-view').hidden) return;
     const sc = $('scroller');
+    ROW_HEIGHT = parseFloat(getComputedStyle(document.documentElement).getPropertyValue('--row')) || 44;
     const total = view.shown.length;
     $('spacer').style.height = `${total * ROW_HEIGHT}px`;
     const first = Math.max(0, Math.floor(sc.scrollTop / ROW_HEIGHT) - 10);
