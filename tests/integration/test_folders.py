@@ -11,46 +11,28 @@ store failing mid-archive.
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 
 from s3gate import keys
-from tests.integration.conftest import curl, eventually, random_bytes, run, sha256_file
+from tests.integration.conftest import (
+    Tree,
+    curl,
+    eventually,
+    random_bytes,
+    run,
+    sigv4_upload,
+    tree_digests,
+)
 
 pytestmark = pytest.mark.integration
 
 
-def sigv4_upload(seaweed, bucket: str, files: dict[str, Path], workdir: Path) -> None:
-    """Many objects at once with `curl --parallel --aws-sigv4` (Python's botocore is ~10x slower here)."""
-    config = workdir / "curl.cfg"
-    config.write_text(
-        "".join(
-            f'upload-file = "{path}"\nurl = "{seaweed.endpoint}/{bucket}/{quote(key)}"\noutput = "/dev/null"\n'
-            for key, path in files.items()
-        )
-    )
-    creds = seaweed.credentials
-    done = subprocess.run(
-        ["curl", "-sS", "--fail", "--parallel", "--parallel-max", "32",
-         "--aws-sigv4", "aws:amz:us-east-1:s3", "--user", f"{creds.access_key}:{creds.secret_key}",
-         "-K", str(config)],
-        capture_output=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr.decode()[-2000:]
-
-
 def make_tree(root: Path) -> dict[str, Path]:
     """~300 files: 150 in one directory, four levels deep, spaces and unicode in names."""
-    files: dict[str, Path] = {}
-
-    def add(rel: str, data: bytes) -> None:
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        files[rel] = path
+    tree = Tree(root)
+    add = tree.add
 
     for i in range(150):
         add(f"many/file {i:03d}.txt", f"line {i}\n".encode() * (i + 1))
@@ -61,11 +43,7 @@ def make_tree(root: Path) -> dict[str, Path]:
     add("big/one.bin", random_bytes(3 * 1024 * 1024 + 1))
     add("empty", b"")
     add("名前 with spaces.txt", b"unicode name\n")
-    return files
-
-
-def tree_digests(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): sha256_file(p) for p in sorted(root.rglob("*")) if p.is_file()}
+    return tree.files
 
 
 @pytest.fixture(scope="module")

@@ -23,8 +23,7 @@ from urllib.parse import quote
 import pytest
 
 from s3gate import keys
-from tests.integration.conftest import MiB, curl, eventually, random_bytes, run
-from tests.integration.test_folders import sigv4_upload, tree_digests
+from tests.integration.conftest import MiB, Tree, curl, eventually, random_bytes, run, sigv4_upload, tree_digests
 
 pytestmark = pytest.mark.integration
 
@@ -32,13 +31,8 @@ WIDE = 1100  # entries in one directory: more than one S3 page (and one JSON pag
 
 
 def make_tree(root: Path) -> dict[str, Path]:
-    files: dict[str, Path] = {}
-
-    def add(rel: str, data: bytes) -> None:
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        files[rel] = path
+    tree = Tree(root)
+    add = tree.add
 
     for i in range(WIDE):
         add(f"wide dir/file {i:04d}.txt", f"line {i}\n".encode() * (i % 7 + 1))
@@ -49,7 +43,7 @@ def make_tree(root: Path) -> dict[str, Path]:
     add("empty", b"")
     add("名前 with spaces.txt", b"unicode name\n")
     add("odd #1 100%.txt", b"percent and hash\n")
-    return files
+    return tree.files
 
 
 @pytest.fixture(scope="module")

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from urllib.parse import quote
 
 import pytest
 
-from tests.integration.conftest import curl, run
+from tests.integration.conftest import curl, run, sigv4_upload
 
 pytestmark = pytest.mark.integration
 
@@ -33,21 +32,7 @@ def big_bucket(seaweed, store, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("many-keys")
     one = workdir / "one"
     one.write_bytes(b"x")
-    config = workdir / "curl.cfg"
-    config.write_text(
-        "".join(
-            f'upload-file = "{one}"\nurl = "{seaweed.endpoint}/{name}/{quote(key)}"\noutput = "/dev/null"\n'
-            for key in _all_keys()
-        )
-    )
-    creds = seaweed.credentials
-    done = subprocess.run(
-        ["curl", "-sS", "--fail", "--parallel", "--parallel-max", "32",
-         "--aws-sigv4", "aws:amz:us-east-1:s3", "--user", f"{creds.access_key}:{creds.secret_key}",
-         "-K", str(config)],
-        capture_output=True, timeout=120,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    sigv4_upload(seaweed, name, dict.fromkeys(_all_keys(), one), workdir, timeout=120)
     count = sum(page.get("KeyCount", 0) for page in store.client.get_paginator("list_objects_v2").paginate(Bucket=name))
     assert count == len(_all_keys())
     return name
