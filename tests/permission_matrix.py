@@ -17,7 +17,9 @@ the CSRF check never decides an outcome here.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import tarfile
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -34,6 +36,19 @@ SEEDS = {
     "top.txt": b"top",
 }
 NEW = b"new content"
+
+
+def _tar_of_new() -> bytes:
+    """A tar archive holding new.txt (NEW): the body of an ?extract=tar upload."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        info = tarfile.TarInfo("new.txt")
+        info.size = len(NEW)
+        tar.addfile(info, io.BytesIO(NEW))
+    return out.getvalue()
+
+
+NEW_TAR = _tar_of_new()
 # Scopes: which rule the user holds, and which bucket the requests go to.
 #   bucket: BUCKET:ACTION, requests on BUCKET
 #   docs:   BUCKET/docs:ACTION, requests on BUCKET
@@ -64,7 +79,8 @@ class Route:
     target: str  # the key (or folder, ending in "/" or "") the right is checked on
     form: str | None = None  # a multipart upload with this filename
     put: bool = False  # a raw body (NEW)
-    kind: str = field(default="")  # read | link | list | seedlist | write | delete | buckets
+    tar: bool = False  # a raw body that is a tar holding new.txt (NEW_TAR)
+    kind: str = field(default="")  # read | link | list | seedlist | write | delete | buckets | archive | rdelete
 
     def url(self, bucket: str) -> str:
         return self.path.replace("{b}", bucket)
@@ -97,6 +113,12 @@ def _routes() -> list[Route]:
             Route(f"head-{name}", "HEAD", "/files/{b}/" + key, "read", key, kind="read"),
             Route(f"delete-{name}", "DELETE", "/files/{b}/" + key, "delete", key, kind="delete"),
             Route(f"list-{name}", "GET", "/files/{b}/" + folder, "list", folder, kind="list"),
+            # Folder routes: tar in needs write on the folder; a folder archive and a
+            # recursive delete need list on it (each key is then filtered by read or
+            # delete: the one-action users here get an empty archive / delete nothing).
+            Route(f"extract-{name}", "PUT", "/files/{b}/" + folder + "?extract=tar", "write", folder, tar=True, kind="write"),
+            Route(f"archive-{name}", "GET", "/files/{b}/" + folder + "?archive=tar", "list", folder, kind="archive"),
+            Route(f"rdelete-{name}", "DELETE", "/files/{b}/" + folder + "?recursive=1", "list", folder, kind="rdelete"),
         ]
     return routes
 
@@ -166,7 +188,8 @@ async def check(
     assert before == SEED_DIGESTS, before
     user = user_name(action, scope)
     allowed = expected_allowed(route, action, scope)
-    reply = await send(route.method, route.url(where), user=user, form=route.form, body=NEW if route.put else None)
+    body = NEW if route.put else NEW_TAR if route.tar else None
+    reply = await send(route.method, route.url(where), user=user, form=route.form, body=body)
     after = await objects.snapshot(where)
     said = f"{route.method} {route.url('B')} as {user} ({'allowed' if allowed else 'refused'} expected)"
     status_line = f"got {reply.status} {reply.body[:200]!r}"
@@ -188,7 +211,7 @@ async def check(
     if route.kind == "write":
         if reply.status != 201:
             return f"{said}: {status_line}"
-        expected_after[(route.target + "new.txt") if route.form else route.target] = md5(NEW)
+        expected_after[(route.target + "new.txt") if route.form or route.tar else route.target] = md5(NEW)
     elif route.kind == "delete":
         if reply.status != 200:
             return f"{said}: {status_line}"
@@ -224,6 +247,16 @@ async def check(
         got = (sorted(o["key"] for o in page["objects"]), sorted(page["folders"]))
         if got != (want_objects, want_folders):
             return f"{said}: listed {got}, expected {(want_objects, want_folders)}"
+    elif route.kind == "archive":
+        if reply.status != 200:
+            return f"{said}: {status_line}"
+        with tarfile.open(fileobj=io.BytesIO(reply.body), mode="r:") as tar:
+            members = tar.getnames()
+        if members:  # a one-action user may list or read, never both
+            return f"{said}: the archive holds {members}"
+    elif route.kind == "rdelete":
+        if reply.status != 200:
+            return f"{said}: {status_line}"
     else:  # pragma: no cover - a route without a kind is a bug in this table
         raise AssertionError(route)
     if after != expected_after:

@@ -134,6 +134,8 @@ def upload_request(route: matrix.Route, bucket: str, port: int, user: str) -> tu
             + f"\r\n--{boundary}--\r\n".encode()
         )
         content_type = f"multipart/form-data; boundary={boundary}"
+    elif route.tar:
+        body, content_type = matrix.NEW_TAR, "application/x-tar"
     else:
         body, content_type = matrix.NEW, "application/octet-stream"
     head = [
@@ -197,5 +199,5 @@ async def test_allowed_upload_gets_100_continue_then_201(gateway, route):
         assert status == 201, raw
     finally:
         writer.close()
-    key = (route.target + "new.txt") if route.form else route.target
+    key = (route.target + "new.txt") if route.form or route.tar else route.target
     assert (await gateway.objects.snapshot(gateway.bucket))[key] == matrix.md5(matrix.NEW)

@@ -68,8 +68,9 @@ def curl_sender(base: str, tmp: Path):
         elif form is not None:
             args += ["-F", f"file=@{upload};filename={form}"]
         elif body is not None:
-            assert body == matrix.NEW
-            args += ["-T", upload]
+            raw = tmp / "body.bin"
+            raw.write_bytes(body)
+            args += ["-T", raw]
         elif method != "GET":
             args += ["-X", method]
         res = await curl(*args, base + url, tmp=tmp)
