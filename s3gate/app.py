@@ -9,14 +9,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from aiohttp import web
 
 from . import keys
 from . import settings as settings_mod
+from .auth.store import database_path
+from .errors import ConfigError
 from .http import authn, middlewares, routes
 from .http.accesslog import AccessLogger
 from .http.cursors import CursorBox
@@ -107,10 +110,42 @@ async def app_factory() -> web.AppRunner:
     Returns a runner so the worker uses our shutdown_timeout (kept below
     gunicorn's graceful timeout, so aborts finish before the worker is killed).
     """
-    settings = settings_mod.load()
+    try:
+        settings = settings_mod.load()
+    except ConfigError as exc:
+        _refuse_to_boot(f"configuration error: {exc}")
+    if settings.embedded:
+        # Only `s3gate serve` starts the embedded SeaweedFS (and hands its endpoint to
+        # gunicorn); a bare gunicorn without an endpoint would answer every request 502.
+        _refuse_to_boot(
+            "no S3 store: set S3GATE_S3_ENDPOINT (and S3GATE_S3_ACCESS_KEY, S3GATE_S3_SECRET_KEY), "
+            "or run `s3gate serve` (./run.sh), which starts the embedded one"
+        )
     configure_logging(settings)
+    _warn_if_no_users(settings)
     pin_mmap_threshold()
     return make_runner(create_app(settings), settings)
+
+
+def _warn_if_no_users(settings: Settings) -> None:
+    # gunicorn started by hand from another directory would quietly open a new,
+    # empty users database there (`s3gate serve` creates the admin first). Once, at boot.
+    users = database_path(settings.data_dir, settings.users_db)
+    if settings.auth and not users.exists():
+        log.warning(
+            "no users database at %s: starting with an empty one, so nobody can sign in; "
+            "set S3GATE_DATA_DIR to the gateway's data directory, or add a user: "
+            "S3GATE_DATA_DIR=%s ./run.sh users add NAME --admin",
+            users.resolve(),
+            Path(settings.data_dir).resolve(),
+        )
+
+
+def _refuse_to_boot(reason: str) -> NoReturn:
+    # One line, no traceback; gunicorn's WORKER_BOOT_ERROR (3) makes the arbiter
+    # stop ("Worker failed to boot") instead of respawning the worker forever.
+    print(f"s3gate: {reason}", file=sys.stderr, flush=True)
+    raise SystemExit(3)
 
 
 def make_runner(app: web.Application, settings: Settings, **kwargs: Any) -> GatewayRunner:

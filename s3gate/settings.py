@@ -133,6 +133,10 @@ class Settings:
     )
     s3_max_connections: int = setting(64, "Connection pool size to S3 per worker.")
     s3_timeout: float = setting(60.0, "Seconds to wait on S3 for a connection or a read before giving up (502/503).")
+    s3_fast_path: bool = setting(
+        True,
+        "Sign Get/Head/PutObject with s3gate's lean SigV4 path (storage/fast.py); false = botocore for every call, for a store that rejects it.",
+    )
     default_bucket: str = setting("files", "Bucket the embedded S3 creates at first start.")
 
     # -- embedded SeaweedFS
@@ -215,7 +219,7 @@ class Settings:
     login_lockout: int = setting(900, "Lockout length in seconds; failures older than this are forgotten.")
     public: str = setting(
         "",
-        "Anonymous access without credentials: BUCKET[/PREFIX]:ACTIONS rules separated by ';' (e.g. 'files/pub:read,list'). Empty = none; `s3gate users grant '*' ...` adds more at run time.",
+        "Anonymous access without credentials: BUCKET[/PREFIX]:ACTIONS rules separated by ';' (e.g. 'files/pub:read,list'). Empty = none; `./run.sh users grant '*' ...` adds more at run time.",
     )
     audit_log: str = setting(
         "audit.log",

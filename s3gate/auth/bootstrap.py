@@ -94,7 +94,7 @@ def run(settings, env: dict[str, str] | None = None) -> None:
             f"    user:     {ADMIN_NAME}\n"
             f"    password: {password}\n"
             f"This is shown once. It is also in {path} (readable only by you).\n"
-            f"Change it with: s3gate users passwd {ADMIN_NAME}\n"
+            f"Change it with: ./run.sh users passwd {ADMIN_NAME}\n"
             f"{bar}",
             flush=True,
         )

@@ -236,7 +236,7 @@ class Storage:
                 )
             fast = None
             credentials = await _credentials(session, settings)
-            if settings.s3_endpoint and credentials is not None:
+            if settings.s3_fast_path and settings.s3_endpoint and credentials is not None:
                 http = await stack.enter_async_context(
                     aiohttp.ClientSession(
                         connector=aiohttp.TCPConnector(limit=settings.s3_max_connections),

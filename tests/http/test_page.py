@@ -88,8 +88,13 @@ def test_every_string_is_translated_and_used():
 @pytest.fixture
 async def auth_client(aiohttp_client, tmp_path, moto_endpoint, bucket):
     settings = make_settings(
-        auth=True, login_delay=0, s3_endpoint=moto_endpoint, s3_access_key="testing", s3_secret_key="testing",
-        data_dir=str(tmp_path / "data"), link_mode="gateway",
+        auth=True,
+        login_delay=0,
+        s3_endpoint=moto_endpoint,
+        s3_access_key="testing",
+        s3_secret_key="testing",
+        data_dir=str(tmp_path / "data"),
+        link_mode="gateway",
     )
     client = await aiohttp_client(create_app(settings))
     service = client.app[keys.AUTH]

@@ -11,6 +11,8 @@ import asyncio
 import hashlib
 import os
 import signal
+import socket
+import subprocess
 import sys
 import threading
 import time
@@ -21,7 +23,7 @@ import aiohttp
 import psutil
 import pytest
 
-from s3gate.embedded import free_port
+from s3gate.embedded import _low_port, free_port
 from tests.integration.conftest import (
     PART,
     MiB,
@@ -211,7 +213,9 @@ async def test_memory_stays_bounded_under_concurrent_uploads(processes, seaweed,
     async with aiohttp.ClientSession() as session:
 
         async def put(key: str, gen) -> tuple[int, dict]:
-            async with session.put(gw.url(f"/files/{bucket}/{key}"), data=gen, headers={"Content-Length": str(UPLOAD_SIZE)}) as resp:
+            async with session.put(
+                gw.url(f"/files/{bucket}/{key}"), data=gen, headers={"Content-Length": str(UPLOAD_SIZE)}
+            ) as resp:
                 return resp.status, await resp.json()
 
         # Warm up (S3 client, connection pool, first multipart) before taking the baseline.
@@ -276,7 +280,17 @@ async def test_sigterm_aborts_uploads_and_lets_downloads_finish(processes, seawe
     # A download that takes ~3 s (rate-limited), under way at SIGTERM.
     out = tmp_path / "film.mkv"
     download = asyncio.create_task(
-        run("curl", "-sS", "--fail", "--limit-rate", "8M", "-o", out, gw.url(f"/files/{bucket}/big/film.mkv"), timeout=30)
+        run(
+            "curl",
+            "-sS",
+            "--fail",
+            "--limit-rate",
+            "8M",
+            "-o",
+            out,
+            gw.url(f"/files/{bucket}/big/film.mkv"),
+            timeout=30,
+        )
     )
 
     async def download_started() -> bool:
@@ -317,10 +331,10 @@ async def test_sigterm_aborts_uploads_and_lets_downloads_finish(processes, seawe
 
 
 # -- `s3gate serve`, as run.sh starts it ------------------------------------------------
-async def start_serve(processes, data_dir: Path, port: int, tmp_path: Path, tag: str) -> Running:
+async def start_serve(processes, data_dir: Path, port: int, tmp_path: Path, tag: str, s3_port: int = 0) -> Running:
     log = tmp_path / f"serve-{tag}.log"
     env = child_env(
-        S3GATE_EMBEDDED_S3_PORT="0",
+        S3GATE_EMBEDDED_S3_PORT=str(s3_port),
         S3GATE_PORT=str(port),
         S3GATE_DATA_DIR=str(data_dir),
     )
@@ -398,6 +412,58 @@ async def test_s3gate_serve_as_run_sh_starts_it(processes, tmp_path):
     again = await run("curl", "-sS", "--fail", "-u", user, second.url("/files/files/hello.bin"))
     assert again.rc == 0 and sha256(again.out) == sha256(src.read_bytes())
     await stop_with_ctrl_c(second)
+
+
+def time_wait_on(port: int) -> bool:
+    return any(
+        c.laddr and c.laddr.port == port and c.status == psutil.CONN_TIME_WAIT for c in psutil.net_connections("tcp4")
+    )
+
+
+async def test_serve_starts_again_at_once_on_the_same_ports(processes, tmp_path):
+    """Ctrl-C, then `./run.sh` again straight away (issue 11): the same gateway port,
+    the same fixed embedded S3 port (8333 in run.sh's default), the same data dir.
+    The store's port still has connections in TIME-WAIT; that must not count as in use."""
+    data_dir = tmp_path / "data"
+    port, s3_port = free_port(), _low_port()
+    src = tmp_path / "kept.bin"
+    src.write_bytes(random_bytes(MiB))
+
+    first = await start_serve(processes, data_dir, port, tmp_path, "before-stop", s3_port=s3_port)
+    user = "admin:" + (data_dir / "admin-password").read_text().strip()
+    assert "Change it with: ./run.sh users passwd admin" in first.log_tail()  # a command that exists
+    up = await run("curl", "-sS", "--fail", "-u", user, "-T", src, first.url("/files/files/"))
+    assert up.rc == 0, up.errtext
+    await stop_with_ctrl_c(first)
+    # What made the old check refuse: the store's side of its last connections lingers.
+    assert time_wait_on(s3_port), "no TIME-WAIT on the store's port: the test would prove nothing"
+
+    second = await start_serve(processes, data_dir, port, tmp_path, "after-stop", s3_port=s3_port)
+    down = await run("curl", "-sS", "--fail", "-u", user, second.url("/files/files/kept.bin"))
+    assert down.rc == 0 and sha256(down.out) == sha256(src.read_bytes()), down.errtext
+    again = await run("curl", "-sS", "--fail", "-u", user, "-T", src, second.url("/files/files/kept-again.bin"))
+    assert again.rc == 0, again.errtext
+    await stop_with_ctrl_c(second)
+
+
+def test_serve_refuses_a_store_port_another_process_holds(tmp_path):
+    """A foreign program really listening on the embedded S3 port: one clear line, exit 1,
+    nothing left running (the gateway's own port: tests/test_launcher.py)."""
+    s3_port = _low_port()
+    env = child_env(
+        S3GATE_EMBEDDED_S3_PORT=str(s3_port), S3GATE_PORT=str(free_port()), S3GATE_DATA_DIR=str(tmp_path / "data")
+    )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", s3_port))
+        taken.listen()
+        res = subprocess.run(
+            [str(BIN / "s3gate"), "serve"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+        )
+    assert res.returncode == 1, (res.stdout, res.stderr)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"s3gate: port {s3_port} "), res.stderr
+    assert "is in use" in lines[0] and "S3GATE_EMBEDDED_S3_PORT=0" in lines[0]
+    assert "Traceback" not in res.stdout + res.stderr
 
 
 # -- several workers starting at once ------------------------------------------------

@@ -19,14 +19,14 @@ import pytest
 
 from s3gate import keys
 from s3gate.auth.rules import Rule
-from tests.integration.conftest import (  # noqa: F401 (fixtures)
-    Gateway,
-    Store,
-    gateway_settings,
-    seaweed,
-    start_gateway,
-    store,
-)
+from tests.integration import conftest as integration
+from tests.integration.conftest import Gateway, Store
+
+# The integration suite's fixtures, shared (a real SeaweedFS, the gateway on loopback).
+seaweed = integration.seaweed
+store = integration.store
+gateway_settings = integration.gateway_settings
+start_gateway = integration.start_gateway
 
 CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "correct horse battery"

@@ -7,13 +7,11 @@ SeaweedFS itself.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 from pathlib import Path
 
 import pytest
-
 from playwright.async_api import expect
 
 from tests.integration.conftest import eventually
@@ -30,9 +28,9 @@ async def sign_in(browser, site: Site, user: str = "alice", **context_options):
     page = await context.new_page()
     page.dialogs = []  # any alert()/confirm() the page opens: the page itself never uses them
 
-    def on_dialog(dialog):
+    async def on_dialog(dialog):
         page.dialogs.append(dialog.message)
-        asyncio.ensure_future(dialog.dismiss())
+        await dialog.dismiss()
 
     page.on("dialog", on_dialog)
     await page.goto(site.base + "/")

@@ -25,7 +25,7 @@
     for (const [k, v] of Object.entries(props || {})) {
       if (v === undefined || v === null || v === false) continue;
       if (k === 'class') e.className = v;
-      else if (k === 'text') e.innerHTML = v; // MUTANT
+      else if (k === 'text') e.textContent = v;
       else if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
       else e.setAttribute(k, v === true ? '' : String(v));
     }
@@ -35,6 +35,7 @@
 
   const numberFmt = new Intl.NumberFormat(LANG, { maximumFractionDigits: 1 });
   const dateFmt = new Intl.DateTimeFormat(LANG, { dateStyle: 'medium', timeStyle: 'short' });
+  const plural = new Intl.PluralRules(LANG);
   const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
 
   function bytes(n) {
@@ -264,8 +265,9 @@
     for (let i = first; i < last; i++) frag.append(row(view.shown[i], i));
     rows.replaceChildren(frag);
     const loaded = view.entries.length;
+    const plain = plural.select(loaded) === 'one' ? 'count_one' : 'count';
     $('count').textContent = view.done
-      ? t(total === loaded ? 'count' : 'count_filtered', { shown: total, total: loaded })
+      ? t(total === loaded ? plain : 'count_filtered', { shown: total, total: loaded })
       : t('count_more', { shown: total, total: loaded });
     $('empty').hidden = !(view.done && loaded === 0);
     document.body.dataset.listing = view.loading || !view.done ? 'loading' : 'ready';
@@ -640,25 +642,50 @@
     return new Promise((resolve, reject) => reader.readEntries(resolve, reject));
   }
 
-  async function walk(entry, path, sink) {
-    if (entry.isFile) {
-      try {
-        sink({ file: await new Promise((res, rej) => entry.file(res, rej)), rel: path + entry.name });
-      } catch (err) {
-        sink({ file: null, rel: path + entry.name, error: t('reason_unreadable', { message: err.message || err.name }) });
+  const fileOf = (entry) => new Promise((resolve, reject) => entry.file(resolve, reject));
+  // Let the page paint and answer the user between batches: a flood of
+  // thousands of entry.file() answers would otherwise starve rendering (seen:
+  // a 10,000-file drop froze the page for seconds).
+  const breathe = () => (globalThis.scheduler?.yield ? scheduler.yield() : new Promise((r) => setTimeout(r, 0)));
+
+  // Depth first, one directory and one batch (at most 100 entries) at a time.
+  async function walk(roots, sink) {
+    const stack = roots.map((entry) => [entry, '']).reverse();
+    while (stack.length) {
+      const [entry, path] = stack.pop();
+      if (entry.isFile) {
+        await fileBatch([[entry, path]], sink);
+        continue;
       }
-      return;
+      if (!entry.isDirectory) continue;
+      const reader = entry.createReader();
+      const dirs = [];
+      for (;;) {
+        let batch;
+        try { batch = await readAll(reader); } catch (err) {
+          sink({ file: null, rel: `${path}${entry.name}/`, error: t('reason_unreadable', { message: err.message || err.name }) });
+          break;
+        }
+        if (!batch.length) break;
+        const here = `${path}${entry.name}/`;
+        await fileBatch(batch.filter((e) => e.isFile).map((e) => [e, here]), sink);
+        for (const d of batch) if (d.isDirectory) dirs.push([d, here]);
+        await breathe();
+      }
+      stack.push(...dirs.reverse());
     }
-    if (!entry.isDirectory) return;
-    const reader = entry.createReader();
-    for (;;) {
-      let batch;
-      try { batch = await readAll(reader); } catch (err) {
-        sink({ file: null, rel: path + entry.name + '/', error: t('reason_unreadable', { message: err.message || err.name }) });
-        return;
-      }
-      if (!batch.length) return;
-      await Promise.all(batch.map((child) => walk(child, `${path}${entry.name}/`, sink)));
+  }
+
+  async function fileBatch(pairs, sink) {
+    for (let at = 0; at < pairs.length; at += 50) {
+      const some = pairs.slice(at, at + 50);
+      const got = await Promise.allSettled(some.map(([entry]) => fileOf(entry)));
+      got.forEach((r, i) => {
+        const rel = some[i][1] + some[i][0].name;
+        if (r.status === 'fulfilled') sink({ file: r.value, rel });
+        else sink({ file: null, rel, error: t('reason_unreadable', { message: r.reason?.message || r.reason?.name || '' }) });
+      });
+      await breathe();
     }
   }
 
@@ -668,7 +695,7 @@
     const flush = () => { if (batch.length) { const b = batch; batch = []; enqueue(b, bucket, prefix); } };
     say(t('reading_folder'));
     const sink = (found) => { batch.push(found); if (batch.length >= 500) flush(); };
-    await Promise.all(entries.map((entry) => walk(entry, '', sink)));
+    await walk(entries, sink);
     flush();
     say(t('queued_files', { count: up.items.length }));
   }
