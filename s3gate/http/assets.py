@@ -66,7 +66,10 @@ def _load_template(name: str) -> string.Template:
 
 STATIC, URLS = _load_static()
 STRINGS = _load_strings()
-_TEMPLATES = {name: _load_template(name) for name in ("app.html", "login.html")}
+_TEMPLATES = {
+    name: _load_template(name)
+    for name in ("app.html", "login.html", "login-form.html", "login-error.html", "signed-in.html")
+}
 
 
 def language(accept_language: str, chosen: str | None = None) -> str:
@@ -101,11 +104,19 @@ def script_json(value: object) -> str:
     return json.dumps(value, ensure_ascii=False).replace("<", "\\u003c").replace("&", "\\u0026")
 
 
-def render(template: str, lang: str, *, data: dict[str, object] | None = None, **values: str) -> str:
+def render(
+    template: str,
+    lang: str = DEFAULT_LANGUAGE,
+    *,
+    data: dict[str, object] | None = None,
+    html_parts: dict[str, str] | None = None,
+    **values: str,
+) -> str:
     """A page in one language. ``$t_NAME`` is string NAME; every value is HTML-escaped here.
 
     ``data`` values go in as ``$NAME_json`` data blocks (script_json); the
-    page's script gets its strings as ``$strings_json``.
+    page's script gets its strings as ``$strings_json``. ``html_parts`` are
+    pieces already rendered by this function (a fragment inside a frame).
     """
     table = STRINGS[lang]
     fields = {f"t_{k}": html.escape(v) for k, v in table.items()}
@@ -114,4 +125,5 @@ def render(template: str, lang: str, *, data: dict[str, object] | None = None, *
     fields["lang"] = lang
     fields["strings_json"] = script_json(table)
     fields.update({f"{k}_json": script_json(v) for k, v in (data or {}).items()})
+    fields.update(html_parts or {})
     return _TEMPLATES[template].substitute(fields)

@@ -9,7 +9,6 @@ logout ends it at once.
 
 from __future__ import annotations
 
-import html
 import json
 from urllib.parse import parse_qs
 
@@ -21,6 +20,7 @@ from ..auth.config import parse_duration
 from ..auth.rules import Rule, RuleError, format_actions
 from ..auth.service import InvalidCredentials, iso_time, token_json
 from ..errors import BadRequest, Forbidden, PayloadTooLarge, TooManyRequests, Unauthorized
+from . import assets
 from .authn import COOKIE, principal, safe_next
 from .forwarded import client_address, is_https, own_hosts
 from .responses import json_response
@@ -71,52 +71,23 @@ def _check_origin(request: web.Request) -> None:
         raise Forbidden(reason)
 
 
-# -- the page -------------------------------------------------------------------
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="referrer" content="same-origin">
-<title>Sign in · s3gate</title>
-<style>
-body{{font:16px/1.4 system-ui,sans-serif;max-width:22rem;margin:10vh auto;padding:0 1rem;color:#222}}
-h1{{font-size:1.4rem}} label{{display:block;margin:.8rem 0 .2rem}}
-input{{width:100%;box-sizing:border-box;padding:.5rem;font:inherit}}
-button{{margin-top:1rem;padding:.5rem 1.2rem;font:inherit}}
-.error{{color:#a00;background:#fee;padding:.5rem;border-radius:4px}}
-</style></head><body>
-<h1>s3gate</h1>
-{body}
-</body></html>
-"""
-
-
+# -- the page (s3gate/ui/templates/login*.html, signed-in.html) ----------------------
 def _login_form(next_url: str, error: str = "", name: str = "") -> str:
-    err = f'<p class="error" role="alert">{html.escape(error)}</p>' if error else ""
-    return (
-        f'{err}<form method="post" action="/login">'
-        f'<input type="hidden" name="next" value="{html.escape(next_url)}">'
-        '<label for="username">User name</label>'
-        f'<input id="username" name="username" autocomplete="username" required autofocus value="{html.escape(name)}">'
-        '<label for="password">Password</label>'
-        '<input id="password" name="password" type="password" autocomplete="current-password" required>'
-        '<button type="submit">Sign in</button></form>'
-    )
+    err = assets.render("login-error.html", error=error) if error else ""
+    return err + assets.render("login-form.html", next=next_url, name=name)
 
 
 def _signed_in(name: str, next_url: str) -> str:
-    return (
-        f"<p>Signed in as <strong>{html.escape(name)}</strong>.</p>"
-        f'<p><a href="{html.escape(next_url)}">Continue</a></p>'
-        '<form method="post" action="/logout"><button type="submit">Sign out</button></form>'
-    )
+    return assets.render("signed-in.html", user=name, next=next_url)
 
 
 def _page(body: str, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    resp = web.Response(status=status, text=_PAGE.format(body=body), content_type="text/html", headers=headers)
+    text = assets.render("login.html", html_parts={"content": body})
+    resp = web.Response(status=status, text=text, content_type="text/html", headers=headers)
     resp.headers["Cache-Control"] = "no-store"
     resp.headers["X-Frame-Options"] = "DENY"  # no clickjacking of the form
     resp.headers["Content-Security-Policy"] = (
-        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"
+        "default-src 'none'; style-src 'self'; form-action 'self'; frame-ancestors 'none'"
     )
     return resp
 

@@ -20,6 +20,7 @@ import datetime as dt
 import email.utils
 import hashlib
 import hmac
+import ipaddress
 import re
 from typing import Any
 from urllib.parse import quote
@@ -34,6 +35,14 @@ _CODE = re.compile(rb"<Code>([^<]+)</Code>")
 _RETRY_STATUS = (500, 502, 503, 504)
 
 
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 class FastS3:
     def __init__(
         self, *, endpoint: str, region: str, addressing: str, credentials: Any, session: aiohttp.ClientSession
@@ -42,7 +51,8 @@ class FastS3:
         self.scheme = url.scheme
         self.authority = url.raw_authority  # host[:port] exactly as sent in Host
         self.region = region
-        self.virtual = addressing == "virtual"
+        # No bucket.<IP address> host names: botocore stays path-style there too.
+        self.virtual = addressing == "virtual" and not _is_ip(url.host or "")
         self._credentials = credentials  # botocore/aiobotocore credentials object
         self.session = session
         self._keys: dict[tuple[str, str], bytes] = {}

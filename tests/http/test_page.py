@@ -151,3 +151,11 @@ async def test_links_for_the_copy_button(auth_client, bucket, s3):
     assert missing.status == 404
     bad = await auth_client.post("/api/links", data=b"[1]", headers={**SAME, "Content-Type": "application/json"})
     assert bad.status == 400
+
+
+async def test_login_page_comes_from_the_ui_templates(auth_client):
+    resp = await auth_client.get("/login?next=/")
+    page = await resp.text()
+    assert "<style" not in page and f'href="{assets.URLS["app.css"]}"' in page
+    assert "style-src 'self'" in resp.headers["Content-Security-Policy"]
+    assert '<form method="post" action="/login">' in page and 'name="next" value="/"' in page

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import ipaddress
 import random
 import socket
 import string
@@ -109,6 +110,9 @@ def _headers(rng: random.Random, method: str) -> dict[str, str]:
             # Values with runs of spaces and spaces around them: SigV4 trims
             # and squeezes them ("Trimall"), on both sides of the comparison.
             h[name] = rng.choice(("1", "  padded  ", "two  spaces", "tab\tin", "x" * rng.randint(1, 80)))
+    if rng.random() < 0.1:
+        # Sent but never signed, by botocore's rule (SIGNED_HEADERS_BLACKLIST).
+        h[rng.choice(("User-Agent", "user-agent"))] = "s3gate/1 (probe)"
     return h
 
 
@@ -133,7 +137,8 @@ def _case(seed: int) -> dict:
         "secret_key": "".join(rng.choice(alnum + "+/=") for _ in range(rng.randint(1, 40))),
         "token": _b64(rng, rng.randint(16, 600)) if rng.random() < 0.5 else None,
         # Any second of a century; a third of the cases a second before or at midnight.
-        "when": dt.datetime(2000, 1, 1) + dt.timedelta(
+        "when": dt.datetime(2000, 1, 1)
+        + dt.timedelta(
             days=rng.randint(0, 36500),
             seconds=rng.choice((rng.randint(0, 86399), 86399, 0)),
         ),
@@ -182,10 +187,17 @@ def botocore_signed(method: str, url: str, headers: dict[str, str], creds, regio
 
 def reference_url(case: dict) -> str:
     """Where botocore's S3 client sends this call: its serialiser's key
-    encoding, path-style unless virtual and the bucket is DNS-safe."""
+    encoding; virtual-host style only if asked for and the endpoint is a name,
+    not an IP address (as botocore does). Dotted buckets: fast.py always goes
+    path-style (botocore does so over https only); both are valid requests."""
     parts = urlsplit(case["endpoint"])
     path = "/" + percent_encode(case["key"], safe="/~")
-    if case["addressing"] == "virtual" and "." not in case["bucket"]:
+    try:
+        ipaddress.ip_address(parts.hostname)
+        ip = True
+    except ValueError:
+        ip = False
+    if case["addressing"] == "virtual" and "." not in case["bucket"] and not ip:
         return f"{parts.scheme}://{case['bucket']}.{parts.netloc}{path}"
     return f"{parts.scheme}://{parts.netloc}/{case['bucket']}{path}"
 
@@ -199,7 +211,7 @@ async def test_signature_equals_botocores(seed, clock):
         endpoint=case["endpoint"],
         region=case["region"],
         addressing=case["addressing"],
-        credentials=StaticCredentials(*creds),
+        credentials=StaticCredentials(case["access_key"], case["secret_key"], case["token"]),
         session=None,
     )
     host, path = fast._target(case["bucket"], case["key"])
@@ -217,6 +229,36 @@ async def test_signature_equals_botocores(seed, clock):
     assert set(got) == {"host", "authorization", *(k.lower() for k in ref.headers.keys())}
 
 
+async def test_one_signer_across_cases_keys_and_days(clock):
+    """A worker keeps one FastS3 for its life while secrets rotate and days
+    pass: its cached signing key must follow both. All cases in turn, twice
+    (so each day's key is reused and replaced), on one signer per store."""
+    signers: dict[tuple[str, str, str], FastS3] = {}
+    cases = [_case(seed) for seed in range(CASES)]
+    for case in cases + cases[::-1]:
+        clock(case["when"])
+        creds = StaticCredentials(case["access_key"], case["secret_key"], case["token"])
+        fast = signers.setdefault(
+            (case["endpoint"], case["region"], case["addressing"]),
+            FastS3(
+                endpoint=case["endpoint"],
+                region=case["region"],
+                addressing=case["addressing"],
+                credentials=creds,
+                session=None,
+            ),
+        )
+        host, path = fast._target(case["bucket"], case["key"])
+        # The same instant, then a rotated secret (what a credential refresh does).
+        for secret in (case["secret_key"], case["secret_key"] + "R"):
+            creds = StaticCredentials(case["access_key"], secret, case["token"])
+            fast._credentials = creds
+            sent = await fast._signed(case["method"], host, path, case["headers"])
+            ref = botocore_signed(case["method"], reference_url(case), case["headers"], creds.frozen, case["region"])
+            assert sent["Authorization"] == ref.headers["Authorization"], case
+    assert len(signers) < len(cases) / 2  # signers really were reused
+
+
 def test_the_generated_cases_cover_what_they_claim():
     """The generator is only as good as what it produces: the corners are in it."""
     cases = [_case(seed) for seed in range(CASES)]
@@ -229,7 +271,7 @@ def test_the_generated_cases_cover_what_they_claim():
     assert any(c["token"] for c in cases) and any(not c["token"] for c in cases)
     names = {n.lower() for c in cases for n in c["headers"]}
     assert {"range", "if-match", "content-type", "content-md5", "x-amz-checksum-crc32"} <= names
-    assert any(n.startswith("x-amz-meta-") for n in names)
+    assert any(n.startswith("x-amz-meta-") for n in names) and "user-agent" in names
     assert {c["addressing"] for c in cases} == {"path", "virtual"}
     assert any(c["when"].time() == dt.time(23, 59, 59) for c in cases)
 
@@ -239,13 +281,14 @@ class _Raw:
         return iter((b"",))
 
 
+@pytest.mark.parametrize("endpoint", ["http://s3.test:8333", "https://127.0.0.1:8443", "http://[::1]:8333"])
 @pytest.mark.parametrize("addressing", ["path", "virtual"])
-def test_key_paths_are_the_ones_a_botocore_client_sends(addressing):
+def test_key_paths_are_the_ones_a_botocore_client_sends(addressing, endpoint):
     """The reference above encodes keys as botocore's serialiser does; a real
     botocore client (nothing sent: before-send answers) holds it to that."""
     client = botocore.session.get_session().create_client(
         "s3",
-        endpoint_url="http://s3.test:8333",
+        endpoint_url=endpoint,
         region_name="eu-west-3",
         aws_access_key_id="AKIDEXAMPLE",
         aws_secret_access_key="secret",
@@ -264,18 +307,14 @@ def test_key_paths_are_the_ones_a_botocore_client_sends(addressing):
         return AWSResponse(request.url, 200, {}, _Raw())
 
     client.meta.events.register("before-send.s3.HeadObject", answer)
-    fast = FastS3(
-        endpoint="http://s3.test:8333", region="eu-west-3", addressing=addressing, credentials=None, session=None
-    )
+    fast = FastS3(endpoint=endpoint, region="eu-west-3", addressing=addressing, credentials=None, session=None)
     rng = random.Random(8)
     for _ in range(100):
         key = _key(rng)
         client.head_object(Bucket="bkt", Key=key)
         host, path = fast._target("bkt", key)
-        assert seen[-1] == f"http://{host}{path}", key
-        assert seen[-1] == reference_url(
-            {"endpoint": "http://s3.test:8333", "addressing": addressing, "bucket": "bkt", "key": key}
-        )
+        assert seen[-1] == f"{fast.scheme}://{host}{path}", key
+        assert seen[-1] == reference_url({"endpoint": endpoint, "addressing": addressing, "bucket": "bkt", "key": key})
     client.close()
 
 
@@ -283,9 +322,7 @@ class _Loopback(AbstractResolver):
     """Every name resolves to 127.0.0.1, so virtual-host names reach the test server."""
 
     async def resolve(self, host, port=0, family=socket.AF_INET):
-        return [
-            {"hostname": host, "host": "127.0.0.1", "port": port, "family": socket.AF_INET, "proto": 0, "flags": 0}
-        ]
+        return [{"hostname": host, "host": "127.0.0.1", "port": port, "family": socket.AF_INET, "proto": 0, "flags": 0}]
 
     async def close(self):
         pass
@@ -313,7 +350,7 @@ async def test_what_arrives_verifies_as_a_store_checks_it(aiohttp_server, addres
         auto_decompress=False,
         skip_auto_headers=("Content-Type", "Accept-Encoding", "User-Agent"),
     ) as http:
-        for seed in range(40):
+        for _ in range(40):
             case = _case(rng.randint(0, 1 << 30))
             clock(case["when"])
             token = case["token"]
@@ -345,7 +382,12 @@ async def test_what_arrives_verifies_as_a_store_checks_it(aiohttp_server, addres
             as_signed = {n: lower[n] for n in signed_names if n not in ("x-amz-date", "x-amz-security-token")}
             ref = botocore_signed(method, f"http://{lower['host']}{raw_path}", as_signed, creds, case["region"])
             assert ref.headers["Authorization"] == auth, (raw_path, got, case)
-            assert raw_path == urlsplit(reference_url({**case, "endpoint": endpoint, "addressing": addressing, "bucket": "bkt"})).path
+            assert (
+                raw_path
+                == urlsplit(
+                    reference_url({**case, "endpoint": endpoint, "addressing": addressing, "bucket": "bkt"})
+                ).path
+            )
 
 
 async def test_setting_off_sends_every_call_through_botocore(tmp_path, moto_endpoint, s3, bucket):

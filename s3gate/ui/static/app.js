@@ -369,14 +369,24 @@
     let question = t('delete_folder_question', { name: prefix, count: plan.would_delete, size: bytes(plan.bytes) });
     if (plan.refused) question += ' ' + t('delete_folder_refused', { count: plan.refused });
     if (!await confirmBox(t('delete_title'), question, t('delete'))) return;
+    let done;
     try {
-      const done = await api(url, { method: 'DELETE' });
+      done = await api(url, { method: 'DELETE' });
       say(t('deleted_folder', { name: prefix, count: done.deleted }), done.complete ? 'info' : 'error');
     } catch (err) {
       say(t('error_delete', { name: prefix, message: err.message }), 'error');
+      return;
     }
-    if (prefix === view.prefix) location.hash = folderHash(view.bucket, prefix.split('/').slice(0, -2).map((p) => p + '/').join(''));
-    else reload();
+    if (prefix === view.prefix) {
+      location.hash = folderHash(view.bucket, prefix.split('/').slice(0, -2).map((p) => p + '/').join(''));
+    } else if (done.complete) {
+      // Dropped here rather than listed again: some stores (SeaweedFS) list an
+      // emptied folder for a moment after its last object is gone.
+      view.entries = view.entries.filter((e) => e.key !== prefix);
+      arrange();
+    } else {
+      reload();
+    }
   }
 
   // -- uploads ----------------------------------------------------------------------------
