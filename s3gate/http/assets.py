@@ -16,6 +16,8 @@ import json
 import string
 from dataclasses import dataclass
 
+from .negotiation import weighted
+
 LANGUAGES = ("en", "es")
 DEFAULT_LANGUAGE = "en"
 _TYPES = {
@@ -77,17 +79,8 @@ def language(accept_language: str, chosen: str | None = None) -> str:
     if chosen in LANGUAGES:
         return chosen
     best, best_q = DEFAULT_LANGUAGE, 0.0
-    for item in accept_language.split(","):
-        tag, *params = (p.strip() for p in item.split(";"))
-        q = 1.0
-        for param in params:
-            k, _, v = param.partition("=")
-            if k.strip().lower() == "q":
-                try:
-                    q = float(v)
-                except ValueError:
-                    q = 0.0
-        primary = tag.lower().split("-", 1)[0]
+    for tag, q in weighted(accept_language):
+        primary = tag.split("-", 1)[0]
         if primary in LANGUAGES and q > best_q:
             best, best_q = primary, q
     return best

@@ -26,6 +26,7 @@ from ..errors import BadRequest
 from ..storage.s3 import ListPage as Page
 from ..storage.s3 import ObjectInfo
 from . import access, forwarded
+from .negotiation import weighted
 from .paths import object_path
 from .responses import json_response
 
@@ -78,18 +79,9 @@ _HEAD, _FOOT, _ROWS = _load_templates()
 
 def _accepts_html(request: web.Request) -> bool:
     """Accept names text/html with a q-value above any it gives JSON (RFC 9110 §12.5.1)."""
-    q = {}
-    for item in request.headers.get("Accept", "").split(","):
-        media, *params = (p.strip() for p in item.split(";"))
-        weight = 1.0
-        for param in params:
-            name, _, value = param.partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    weight = float(value)
-                except ValueError:
-                    weight = 0.0
-        q[media.lower()] = max(q.get(media.lower(), 0.0), weight)
+    q: dict[str, float] = {}
+    for media, weight in weighted(request.headers.get("Accept", "")):
+        q[media] = max(q.get(media, 0.0), weight)
     return q.get("text/html", 0.0) > 0 and q.get("text/html", 0.0) >= q.get("application/json", 0.0)
 
 
