@@ -68,7 +68,9 @@ def curl_sender(base: str, tmp: Path):
         elif form is not None:
             args += ["-F", f"file=@{upload};filename={form}"]
         elif body is not None:
-            raw = tmp / "body.bin"
+            # curl -T onto a URL ending in '/' appends the file's name; the
+            # gateway ignores a last segment named like an archive (backup.tar).
+            raw = tmp / "body.tar"
             raw.write_bytes(body)
             args += ["-T", raw]
         elif method != "GET":
@@ -107,7 +109,7 @@ async def test_permission_matrix_on_gunicorn_and_seaweedfs(stack, store, tmp_pat
 
 async def curl_expect(url: str, user: str, route: matrix.Route, tmp: Path) -> tuple[list[int], int]:
     """Upload with ``Expect: 100-continue``: (the statuses of every response head, bytes of body sent)."""
-    big = tmp / "big.bin"
+    big = tmp / ("big.tar" if route.tar else "big.bin")  # curl -T URL/ appends the name (see curl_sender)
     if not big.exists():
         big.write_bytes(b"x" * (256 * 1024))  # large enough that a sent body would show
     body = ["-F", f"file=@{big};filename=new.txt"] if route.form else ["-T", big]
