@@ -29,16 +29,23 @@ def owner_process() -> subprocess.Popen:
 async def leave_upload(store, journal: UploadJournal, bucket: str, key: str, proc: subprocess.Popen) -> str:
     upload_id = (await store.call("create_multipart_upload", Bucket=bucket, Key=key))["UploadId"]
     await store.call("upload_part", Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=1, Body=random_bytes(PART))
-    owner = process_identity(proc.pid)
+    owner = await asyncio.to_thread(process_identity, proc.pid)
     assert owner is not None
-    journal._write(
-        {"bucket": bucket, "key": key, "upload_id": upload_id, "started": time.time(), "pid": proc.pid, "owner": owner}
-    )
+    entry = {
+        "bucket": bucket,
+        "key": key,
+        "upload_id": upload_id,
+        "started": time.time(),
+        "pid": proc.pid,
+        "owner": owner,
+    }
+    await asyncio.to_thread(journal._write, entry)  # files, off the loop (the blocking-call guard watches)
     return upload_id
 
 
 async def test_start_aborts_orphans_and_keeps_live_uploads(start_gateway, gateway_settings, store, bucket):
-    journal = UploadJournal(gateway_settings().data_dir + "/uploads")  # the gateway's own journal directory
+    # The gateway's own journal directory, made off the loop as the gateway makes it.
+    journal = await asyncio.to_thread(UploadJournal, gateway_settings().data_dir + "/uploads")
     dead, alive = owner_process(), owner_process()
     try:
         orphan = await leave_upload(store, journal, bucket, "killed/worker.bin", dead)
@@ -50,11 +57,11 @@ async def test_start_aborts_orphans_and_keeps_live_uploads(start_gateway, gatewa
 
         async def orphan_aborted() -> bool:
             ids = {u["UploadId"] for u in await store.open_uploads(bucket)}
-            return orphan not in ids and all(e["upload_id"] != orphan for e in journal.entries())
+            return orphan not in ids and all(e["upload_id"] != orphan for e in await asyncio.to_thread(journal.entries))
 
         await eventually(orphan_aborted, 15, "the orphaned upload aborted at start-up")
         assert [u["UploadId"] for u in await store.open_uploads(bucket)] == [kept]
-        assert [e["upload_id"] for e in journal.entries()] == [kept]
+        assert [e["upload_id"] for e in await asyncio.to_thread(journal.entries)] == [kept]
 
         # A request uploading in this gateway right now: a sweep leaves it alone.
         key = "incoming/stalled.bin"
@@ -69,7 +76,7 @@ async def test_start_aborts_orphans_and_keeps_live_uploads(start_gateway, gatewa
         await eventually(two_parts_in_s3, 15, "two parts of the stalled upload in S3")
         assert await gw.app[keys.JOURNAL].sweep_orphans(gw.app[keys.STORAGE]) == 0
         assert await store.parts_done(bucket, key) >= 2
-        assert sorted(e["key"] for e in journal.entries()) == [key, "running/worker.bin"]
+        assert sorted(e["key"] for e in await asyncio.to_thread(journal.entries)) == [key, "running/worker.bin"]
         writer.close()  # the client goes away: the gateway aborts its own upload
 
         async def stalled_aborted() -> bool:
