@@ -189,8 +189,12 @@ class SeaweedFS:
         s3_port: int = 0,
         buckets: tuple[str, ...] = (),
         log_path: Path | None = None,
+        volume_max: int = 0,
     ):
         self.data_dir = Path(data_dir)
+        # Every bucket is a SeaweedFS collection with volumes of its own (about 8
+        # of 128 MB); 0 lets weed size the pool from free disk (~1 bucket per GB).
+        self.volume_max = volume_max
         self.credentials = credentials
         self.s3_port = s3_port
         self.buckets = buckets
@@ -232,6 +236,8 @@ class SeaweedFS:
             # bytes over it) and checks a JWT on every read, write and delete.
             "-disableHttp",
         ]
+        if self.volume_max:
+            cmd.append(f"-volume.max={self.volume_max}")
         # Unix sockets default to /tmp/seaweedfs-*.sock: keep them with the data
         # (when the path fits a socket address, 108 bytes).
         for flag, name in (("-filer.localSocket", "filer.sock"), ("-s3.localSocket", "s3.sock")):

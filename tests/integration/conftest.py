@@ -23,7 +23,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -221,6 +221,22 @@ class Store:
     async def call(self, name: str, **kwargs: Any) -> Any:
         return await asyncio.to_thread(getattr(self.client, name), **kwargs)
 
+    def drop_bucket(self, name: str) -> None:
+        """Empty and delete a bucket (uploads aborted, objects deleted), best effort."""
+        import botocore.exceptions
+
+        c = self.client
+        try:
+            for up in c.list_multipart_uploads(Bucket=name).get("Uploads", []):
+                c.abort_multipart_upload(Bucket=name, Key=up["Key"], UploadId=up["UploadId"])
+            for page in c.get_paginator("list_objects_v2").paginate(Bucket=name):
+                batch = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+                if batch:
+                    c.delete_objects(Bucket=name, Delete={"Objects": batch, "Quiet": True})
+            c.delete_bucket(Bucket=name)
+        except botocore.exceptions.ClientError:
+            pass  # a test that broke the bucket on purpose; the store is thrown away at the end
+
     async def new_bucket(self) -> str:
         name = f"it-{os.getpid()}-{next(_names)}-{secrets.token_hex(3)}"
         await self.call("create_bucket", Bucket=name)
@@ -278,7 +294,9 @@ class Store:
 def seaweed():
     root = Path(tempfile.mkdtemp(prefix="s3gate-it-"))
     creds = Credentials("it" + secrets.token_hex(6), secrets.token_urlsafe(24))
-    server = SeaweedFS(root / "seaweedfs", credentials=creds)
+    # Hundreds of test buckets come and go: room for their volumes whatever
+    # the free disk (volumes are sparse files; nothing is preallocated).
+    server = SeaweedFS(root / "seaweedfs", credentials=creds, volume_max=2000)
     server.start()
     try:
         yield server
@@ -295,9 +313,15 @@ def store(seaweed) -> Store:
 
 
 @pytest.fixture
-async def bucket(store) -> str:
-    """A fresh, empty bucket in SeaweedFS (overrides the moto one of tests/conftest.py)."""
-    return await store.new_bucket()
+async def bucket(store) -> AsyncIterator[str]:
+    """A fresh, empty bucket in SeaweedFS (overrides the moto one of tests/conftest.py).
+
+    Dropped afterwards: each bucket holds volumes of its own in SeaweedFS,
+    and a full run makes hundreds (it ran out of volumes at ~80 otherwise).
+    """
+    name = await store.new_bucket()
+    yield name
+    await asyncio.to_thread(store.drop_bucket, name)
 
 
 # -- the gateway ----------------------------------------------------------------

@@ -548,6 +548,8 @@ async def test_serve_restarts_a_store_killed_with_sigkill(processes, tmp_path):
             pass
         else:
             return False
+        if "ready again" not in gw.log_tail():  # the launcher's own word, printed after its readiness wait
+            return False
         return await http_status(gw.url("/readyz")) == 200 and await http_status(gw.url("/healthz")) == 200
 
     await eventually(restarted, 60, "the dead store reaped and a new one serving")
