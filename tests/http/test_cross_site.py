@@ -145,3 +145,17 @@ async def test_a_signed_link_downloads_but_never_mints_another(alice, bucket, s3
     query = {**link.query, "mode": "redirect"}
     resp = await anonymous.get(f"/files/{bucket}/docs/a.txt", params=query, allow_redirects=False)
     assert resp.status == 200 and "Location" not in resp.headers
+
+
+async def test_a_cross_site_refusal_is_in_the_audit_log(alice, bucket, s3, caplog):
+    import json
+    import logging
+
+    caplog.set_level(logging.INFO, logger="s3gate.audit")
+    s3.put_object(Bucket=bucket, Key="docs/c1.txt", Body=b"keep me")
+    resp = await alice.get(f"/deletefile/{bucket}/docs/c1.txt", headers=IMAGE)
+    assert resp.status == 403
+    events = [json.loads(r.getMessage()) for r in caplog.records if r.name == "s3gate.audit"]
+    refused = [e for e in events if e["event"] == "csrf_refused"]
+    assert refused and refused[-1]["outcome"] == "denied" and refused[-1]["user"] == "alice", events
+    assert not any(e["event"] == "delete" for e in events)  # refused before any right was asked
