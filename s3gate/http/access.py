@@ -15,8 +15,6 @@ machine reaching the loopback gateway is the only credential there is.
 
 from __future__ import annotations
 
-import logging
-
 from aiohttp import web
 
 from .. import keys
@@ -27,10 +25,7 @@ from . import forwarded
 ACTIONS = ("read", "list", "write", "delete")
 CHANGES = frozenset({"write", "delete"})
 
-log = logging.getLogger("s3gate.access")
-
-
-def require_same_site(request: web.Request) -> None:
+def require_same_site(request: web.Request, bucket: str, key: str) -> None:
     """Refuse a state-changing request a browser sent on behalf of another site.
 
     A Bearer token is the one credential a browser never attaches by itself
@@ -43,13 +38,13 @@ def require_same_site(request: web.Request) -> None:
     if reason:
         checks = request.get(keys.ACCESS_CHECKS)
         if checks is not None:  # the audit log shows the refusal
-            checks.append(("csrf", "", "", False))
+            checks.append(("csrf", bucket, key, False))
         raise Forbidden(reason)
 
 
 async def require(request: web.Request, action: str, bucket: str, key: str = "") -> None:
     if action in CHANGES:
-        require_same_site(request)
+        require_same_site(request, bucket, key)
     policy = request.app.get(keys.POLICY)
     if policy is None:
         return
@@ -62,7 +57,7 @@ async def require_link_minting(request: web.Request, bucket: str, key: str) -> N
     Minting hands out a credential: never for a caller who came with a link
     (a link downloads, it never renews itself) and never cross-site.
     """
-    require_same_site(request)
+    require_same_site(request, bucket, key)
     await require(request, "read", bucket, key)
     policy = request.app.get(keys.POLICY)
     if policy is not None and policy.via_link(request):

@@ -134,7 +134,7 @@ async def delete_folder(request: web.Request, bucket: str, prefix: str) -> web.R
     # the caller must see the folder; delete rights are checked per object, so
     # a user allowed to delete only photos/2026/ deletes that part of photos/
     # and is told about the rest.
-    access.require_same_site(request)
+    access.require_same_site(request, bucket, prefix)
     await access.require(request, "list", bucket, prefix)
     storage = request.app[keys.STORAGE]
     await storage.require_bucket(bucket)

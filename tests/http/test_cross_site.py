@@ -158,4 +158,5 @@ async def test_a_cross_site_refusal_is_in_the_audit_log(alice, bucket, s3, caplo
     events = [json.loads(r.getMessage()) for r in caplog.records if r.name == "s3gate.audit"]
     refused = [e for e in events if e["event"] == "csrf_refused"]
     assert refused and refused[-1]["outcome"] == "denied" and refused[-1]["user"] == "alice", events
+    assert (refused[-1]["bucket"], refused[-1]["key"]) == (bucket, "docs/c1.txt")
     assert not any(e["event"] == "delete" for e in events)  # refused before any right was asked
