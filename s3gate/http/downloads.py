@@ -112,6 +112,14 @@ def _list_matches(value: str, etag: str, *, weak: bool) -> bool:
     return not etag.startswith("W/") and etag in _entity_tags(value)
 
 
+def if_none_match_hits(request: web.Request, etag: str) -> bool:
+    """An If-None-Match that names this representation (or "*"): its condition is false (RFC 9110 §13.1.2).
+
+    A 304 for a GET/HEAD, a 412 for an upload that must not replace the object."""
+    value = _field(request, "If-None-Match")
+    return value is not None and _list_matches(value, etag, weak=True)
+
+
 def _seconds(value: dt.datetime) -> dt.datetime:
     return value.replace(microsecond=0)
 
@@ -123,8 +131,8 @@ def check_conditions(request: web.Request, info: ObjectInfo) -> bool:
             raise PreconditionFailed()
     elif (since := parse_http_date(_field(request, "If-Unmodified-Since"))) and _seconds(info.last_modified) > since:
         raise PreconditionFailed()
-    if (if_none_match := _field(request, "If-None-Match")) is not None:
-        return _list_matches(if_none_match, info.etag, weak=True)
+    if "If-None-Match" in request.headers:
+        return if_none_match_hits(request, info.etag)
     # Several If-Modified-Since lines join into a value that is no date: ignored (§13.1.3).
     since = parse_http_date(_field(request, "If-Modified-Since"))
     return since is not None and _seconds(info.last_modified) <= since

@@ -111,15 +111,13 @@ async def refuse_overwrite(request: web.Request, bucket: str, key: str) -> None:
     (the later one wins): S3's own conditional PutObject is not offered by
     every store this gateway fronts.
     """
-    lines = request.headers.getall("If-None-Match", [])
-    if not lines:
+    if "If-None-Match" not in request.headers:
         return
     try:
         info = await request.app[keys.STORAGE].head(bucket, key)
     except NoSuchKey:
         return
-    # Weak comparison for If-None-Match (RFC 9110 §13.1.2), lines joined as one list (§5.3).
-    if downloads._list_matches(", ".join(lines), info.etag, weak=True):
+    if downloads.if_none_match_hits(request, info.etag):
         raise PreconditionFailed(f"{key} already exists", headers={"ETag": info.etag})
 
 
