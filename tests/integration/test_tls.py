@@ -7,10 +7,8 @@ wget trust it with --cacert / --ca-certificate, as the command tells users to.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,17 +18,9 @@ import pytest
 
 from s3gate.embedded import free_port
 from tests.integration.conftest import MiB, random_bytes, run, sha256_file
+from tests.integration.test_processes import BIN, child_env
 
 pytestmark = pytest.mark.integration
-
-BIN = Path(sys.executable).parent  # the virtualenv's bin: s3gate, gunicorn, weed
-
-
-def child_env(**settings: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("S3GATE_")}
-    env.update(settings)
-    return env
-
 
 def self_signed(out: Path, *hosts: str) -> tuple[Path, Path]:
     argv = [str(BIN / "s3gate"), "cert", "self-signed", "--out", str(out)]
