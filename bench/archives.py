@@ -24,7 +24,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import quote
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -37,19 +36,7 @@ BUCKET = "bench"
 
 
 def upload(seaweed: SeaweedFS, objects: dict[str, Path], work: Path) -> None:
-    config = work / "curl.cfg"
-    config.write_text(
-        "".join(
-            f'upload-file = "{p}"\nurl = "{seaweed.endpoint}/{BUCKET}/{quote(k)}"\noutput = "/dev/null"\n'
-            for k, p in objects.items()
-        )
-    )
-    c = seaweed.credentials
-    subprocess.run(
-        ["curl", "-sS", "--fail", "--parallel", "--parallel-max", "16", "--aws-sigv4", "aws:amz:us-east-1:s3",
-         "--user", f"{c.access_key}:{c.secret_key}", "-K", str(config)],
-        check=True, timeout=1800,
-    )  # fmt: skip
+    seaweed.put_many(BUCKET, objects, work, timeout=1800)
 
 
 def worker_pid(master: int) -> int:

@@ -320,6 +320,30 @@ class SeaweedFS:
             ),
         )
 
+    def put_many(self, bucket: str, files: dict[str, Path], workdir: Path, *, timeout: float = 300) -> None:
+        """Set-up work too: many objects (key -> local file) at once with `curl --parallel --aws-sigv4`.
+
+        Python's botocore manages ~500 PUT/s here; curl does thousands in seconds.
+        """
+        from urllib.parse import quote
+
+        config = workdir / "curl.cfg"
+        config.write_text(
+            "".join(
+                f'upload-file = "{path}"\nurl = "{self.endpoint}/{bucket}/{quote(key)}"\noutput = "/dev/null"\n'
+                for key, path in files.items()
+            )
+        )
+        creds = self.credentials
+        done = subprocess.run(
+            ["curl", "-sS", "--fail", "--parallel", "--parallel-max", "32",
+             "--aws-sigv4", "aws:amz:us-east-1:s3", "--user", f"{creds.access_key}:{creds.secret_key}",
+             "-K", str(config)],
+            capture_output=True, timeout=timeout, check=False,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise RuntimeError(f"curl --parallel upload failed: {done.stderr.decode()[-2000:]}")
+
     def _buckets_ready(self) -> bool:
         # The S3 API answers before the filer is ready to create buckets: retry
         # until a signed request succeeds (an unsigned one is 403 either way).

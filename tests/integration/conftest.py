@@ -20,7 +20,6 @@ import itertools
 import os
 import secrets
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -62,30 +61,6 @@ def sha256_file(path: Path) -> str:
 def random_bytes(n: int) -> bytes:
     # os.urandom is fast enough (~1 GB/s) and defeats any dedup or compression.
     return os.urandom(n)
-
-
-def sigv4_upload(seaweed: SeaweedFS, bucket: str, files: dict[str, Path], workdir: Path, timeout: float = 300) -> None:
-    """Many objects at once, straight to SeaweedFS, with `curl --parallel --aws-sigv4`.
-
-    Python's botocore manages ~500 PUT/s here; curl does thousands in seconds.
-    """
-    from urllib.parse import quote
-
-    config = workdir / "curl.cfg"
-    config.write_text(
-        "".join(
-            f'upload-file = "{path}"\nurl = "{seaweed.endpoint}/{bucket}/{quote(key)}"\noutput = "/dev/null"\n'
-            for key, path in files.items()
-        )
-    )
-    creds = seaweed.credentials
-    done = subprocess.run(
-        ["curl", "-sS", "--fail", "--parallel", "--parallel-max", "32",
-         "--aws-sigv4", "aws:amz:us-east-1:s3", "--user", f"{creds.access_key}:{creds.secret_key}",
-         "-K", str(config)],
-        capture_output=True, timeout=timeout,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr.decode()[-2000:]
 
 
 class Tree:

@@ -23,7 +23,7 @@ from urllib.parse import quote
 import pytest
 
 from s3gate import keys
-from tests.integration.conftest import MiB, Tree, curl, eventually, random_bytes, run, sigv4_upload, tree_digests
+from tests.integration.conftest import MiB, Tree, curl, eventually, random_bytes, run, tree_digests
 
 pytestmark = pytest.mark.integration
 
@@ -83,7 +83,7 @@ def mirrored(seaweed, store, tree, tmp_path_factory) -> str:
     bucket = "it-folders-in-mirror"
     store.client.create_bucket(Bucket=bucket)
     objects = {f"photos/{p.relative_to(tree)}": p for p in tree.rglob("*") if p.is_file()}
-    sigv4_upload(seaweed, bucket, objects, tmp_path_factory.mktemp("mirror-upload"))
+    seaweed.put_many(bucket, objects, tmp_path_factory.mktemp("mirror-upload"))
     return bucket
 
 
@@ -209,7 +209,7 @@ def many(seaweed, store, tmp_path_factory) -> str:
     work = tmp_path_factory.mktemp("many")
     one = work / "one"
     one.write_bytes(b"x")
-    sigv4_upload(seaweed, bucket, dict.fromkeys(KEYS, one), work)
+    seaweed.put_many(bucket, dict.fromkeys(KEYS, one), work)
     return bucket
 
 

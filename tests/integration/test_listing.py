@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.integration.conftest import curl, run, sigv4_upload
+from tests.integration.conftest import curl, run
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +32,7 @@ def big_bucket(seaweed, store, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("many-keys")
     one = workdir / "one"
     one.write_bytes(b"x")
-    sigv4_upload(seaweed, name, dict.fromkeys(_all_keys(), one), workdir, timeout=120)
+    seaweed.put_many(name, dict.fromkeys(_all_keys(), one), workdir, timeout=120)
     count = sum(page.get("KeyCount", 0) for page in store.client.get_paginator("list_objects_v2").paginate(Bucket=name))
     assert count == len(_all_keys())
     return name
