@@ -16,14 +16,15 @@ from typing import Any, NoReturn
 
 from aiohttp import web
 
-from . import keys
+from . import keys, logformat, metrics
 from . import settings as settings_mod
-from .auth.store import database_path
+from .auth.database import database_path, is_server_url
 from .errors import ConfigError
-from .http import authn, middlewares, routes
+from .http import authn, middlewares, resumable, routes
 from .http.accesslog import AccessLogger
 from .http.cursors import CursorBox
 from .http.links import LinkSigner
+from .http.metrics import metrics_middleware
 from .http.server import GatewayRunner
 from .http.uploads import UploadRegistry
 from .memory import pin_mmap_threshold
@@ -36,7 +37,7 @@ log = logging.getLogger("s3gate")
 
 
 async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
-    async with Storage.open(app[keys.SETTINGS]) as storage:
+    async with Storage.open(app[keys.SETTINGS], observe=metrics.observe_s3) as storage:
         app[keys.STORAGE] = storage
         yield
 
@@ -53,7 +54,14 @@ async def _journal_ctx(app: web.Application) -> AsyncIterator[None]:
     app[keys.JOURNAL] = journal = await asyncio.to_thread(UploadJournal, Path(settings.data_dir) / "uploads")
     # From start-up on: abort the uploads no live request owns (a worker killed
     # mid-upload, an abort that failed while S3 was down); stale ones too if set.
-    sweeper = asyncio.create_task(sweep_forever(journal, app[keys.STORAGE], settings.abort_stale_uploads_hours))
+    sweeper = asyncio.create_task(
+        sweep_forever(
+            journal,
+            app[keys.STORAGE],
+            settings.abort_stale_uploads_hours,
+            also=lambda: resumable.sweep_expired(app),  # expired upload sessions: their own rows, not the journal's
+        )
+    )
     yield
     sweeper.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -65,6 +73,7 @@ def create_app(settings: Settings) -> web.Application:
     auth = authn.checked_config(settings)  # None when auth is off: then nothing of it is installed
     app = web.Application(
         middlewares=[
+            metrics_middleware,  # outermost: counts and times every request as the client got it
             middlewares.request_id_middleware,
             middlewares.error_middleware,
             # Inside the error middleware, so auth errors render like every other.
@@ -74,7 +83,8 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=1024 * 1024,
     )
     app[keys.SETTINGS] = settings
-    app[keys.BUDGET] = MemoryBudget(settings.upload_memory_budget)
+    app[keys.BUDGET] = MemoryBudget(settings.upload_memory_budget, observe=metrics.observe_budget)
+    metrics.BUDGET_TOTAL.set(settings.upload_memory_budget)
     app[keys.UPLOADS] = UploadRegistry()
 
     app.cleanup_ctx.append(_storage_ctx)
@@ -84,6 +94,7 @@ def create_app(settings: Settings) -> web.Application:
         app[keys.AUTH_CONFIG] = auth
         app[keys.POLICY] = authn.Policy()  # what s3gate.http.access asks; absent = everything allowed
         app.cleanup_ctx.append(authn.auth_ctx(auth))  # the audit log and the users store
+    app.cleanup_ctx.append(resumable.sessions_ctx)  # after auth's: its store, or one of its own
 
     app.on_response_prepare.append(middlewares.stamp_request_id)  # X-Request-Id on streamed responses too
     if auth:
@@ -95,10 +106,7 @@ def create_app(settings: Settings) -> web.Application:
 
 
 def configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logformat.configure(settings.log_level, settings.log_format)  # text, or one JSON object per line
     # botocore logs request details (headers, signatures) at DEBUG: never let them through.
     logging.getLogger("botocore").setLevel(max(logging.INFO, logging.getLogger().level))
     logging.getLogger("aiobotocore").setLevel(max(logging.INFO, logging.getLogger().level))
@@ -130,8 +138,10 @@ async def app_factory() -> web.AppRunner:
 def _warn_if_no_users(settings: Settings) -> None:
     # gunicorn started by hand from another directory would quietly open a new,
     # empty users database there (`s3gate serve` creates the admin first). Once, at boot.
+    if not settings.auth or is_server_url(settings.users_db):
+        return
     users = database_path(settings.data_dir, settings.users_db)
-    if settings.auth and not users.exists():
+    if not users.exists():
         log.warning(
             "no users database at %s: starting with an empty one, so nobody can sign in; "
             "set S3GATE_DATA_DIR to the gateway's data directory, or add a user: "

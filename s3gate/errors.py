@@ -63,6 +63,10 @@ class MethodNotAllowed(GatewayError):
     status, code, default_message = 405, "method_not_allowed", "method not allowed"
 
 
+class Conflict(GatewayError):
+    status, code, default_message = 409, "conflict", "conflict with the current state"
+
+
 class PreconditionFailed(GatewayError):
     status, code, default_message = 412, "precondition_failed", "precondition failed"
 

@@ -16,6 +16,8 @@ LINKS = web.AppKey("links", "LinkSigner")
 CURSORS = web.AppKey("cursors", "CursorBox")  # seals listing cursors; key derived from the link key
 UPLOADS = web.AppKey("uploads", "UploadRegistry")
 JOURNAL = web.AppKey("journal", "UploadJournal")
+# The store resumable upload sessions live in: the users store, or one opened for them alone with auth off.
+UPLOAD_SESSIONS = web.AppKey("upload_sessions", "Store")
 # Installed by the auth room; absent when auth is switched off (see http/access.py).
 POLICY = web.AppKey("policy", object)
 

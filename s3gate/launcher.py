@@ -26,7 +26,7 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from . import certs
+from . import certs, logformat
 from . import settings as settings_mod
 from .embedded import Credentials, SeaweedFS
 from .errors import ConfigError, GatewayError
@@ -67,7 +67,12 @@ def gunicorn_argv(settings: settings_mod.Settings) -> list[str]:
         "--no-control-socket",
         "--log-level",
         settings.log_level,
+        # child_exit: a dead worker's live gauges leave /metrics (s3gate.metrics).
+        "--config",
+        "python:s3gate.gunicorn_conf",
     ]
+    if settings.log_format == "json":
+        argv += ["--logger-class", "s3gate.gunicorn_conf.JsonLogger"]
     if settings.tls:
         # Direct TLS (no nginx): gunicorn's aiohttp worker loads these into every bind it serves.
         argv += [
@@ -128,13 +133,15 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     if warning:
         print(f"s3gate: warning: {warning}", file=sys.stderr, flush=True)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logformat.configure(settings.log_level, settings.log_format)
     data_dir = Path(settings.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(data_dir, 0o700)
 
     env = dict(os.environ)
     env["S3GATE_DATA_DIR"] = str(data_dir)
+    # Set before gunicorn forks its workers: prometheus-client picks its mode at import.
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(fresh_metrics_dir(data_dir))
     for name, value in overrides.items():
         env[f"S3GATE_{name.upper()}"] = str(value)
 
@@ -178,6 +185,16 @@ def serve(args: argparse.Namespace) -> int:
         if seaweed is not None:
             seaweed.stop()
             print("s3gate: embedded S3 stopped", flush=True)
+
+
+def fresh_metrics_dir(data_dir: Path) -> Path:
+    """<data_dir>/metrics, private and empty: the workers' metric files of an earlier run would add up with ours."""
+    path = data_dir / "metrics"
+    path.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(path, 0o700)
+    for old in path.glob("*.db"):
+        old.unlink()
+    return path
 
 
 def start_redirect(settings: settings_mod.Settings):

@@ -119,6 +119,14 @@ class Settings:
         "With tls_cert: a plain-HTTP port (on host) that answers every request with a 308 to the same URL on https (method and body kept). 0 = off.",
     )
     log_level: str = setting("info", "Log level: debug, info, warning, error.")
+    log_format: str = setting(
+        "text",
+        "Log lines: text, or json (one JSON object per line: the access log with request id, route, status, bytes, duration and user; every other logger with time, level, logger and message).",
+    )
+    metrics: str = setting(
+        "admin",
+        "Who may read GET /metrics (Prometheus): admin = signed-in admins and admins' API tokens (404 while auth is off); open = anyone who can reach the port; off = nobody (404).",
+    )
 
     # -- the S3 store
     s3_endpoint: str = setting("", "S3 endpoint URL. Empty = start the embedded SeaweedFS (run.sh / s3gate serve).")
@@ -183,6 +191,10 @@ class Settings:
         0.0,
         "If > 0, also abort multipart uploads started by s3gate that are older than this many hours, even if a request still owns them (checked every 10 minutes). Orphans (no live request owns them) are aborted at start-up and every 10 minutes regardless. Others' uploads are never touched.",
     )
+    upload_session_hours: float = setting(
+        24.0,
+        "Lifetime in hours of a resumable upload session (POST /api/uploads), counted from its creation; then its multipart upload is aborted and its parts deleted (checked every 10 minutes).",
+    )
 
     # -- auth (owned by the auth room, s3gate/auth; checked by s3gate.auth.config.check)
     auth: bool = setting(
@@ -239,6 +251,10 @@ class Settings:
             problems.append("data_dir must not be empty")
         if self.log_level.lower() not in LOG_LEVELS:
             problems.append(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+        if self.log_format not in ("text", "json"):
+            problems.append("log_format must be text or json")
+        if self.metrics not in ("admin", "open", "off"):
+            problems.append("metrics must be admin, open or off")
         for name in ("public_url", "s3_endpoint", "s3_public_endpoint"):
             value = getattr(self, name)
             if value and not _valid_url(value):
@@ -271,6 +287,8 @@ class Settings:
             problems.append("shutdown_timeout must be > 0")
         if not self.abort_stale_uploads_hours >= 0:
             problems.append("abort_stale_uploads_hours must be >= 0")
+        if not 0 < self.upload_session_hours <= 24 * 365:
+            problems.append("upload_session_hours must be > 0 and at most a year (8760)")
         if self.download_mode not in ("proxy", "redirect"):
             problems.append("download_mode must be proxy or redirect")
         if self.link_mode not in ("auto", "s3", "gateway"):

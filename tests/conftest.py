@@ -54,6 +54,17 @@ def blockbuster():
 
 
 @pytest.fixture(scope="session")
+def postgres(tmp_path_factory):
+    """One real PostgreSQL server for the session (loopback, free port); tests take a database each."""
+    from tests.postgres import PostgresServer
+
+    server = PostgresServer(tmp_path_factory.mktemp("postgres"))  # root: a folder of its own, for the postgres user
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def moto_endpoint():
     from moto.server import ThreadedMotoServer
 

@@ -24,7 +24,8 @@ from .bootstrap import run_sync
 from .config import AuthConfig, check, parse_duration, utc_time
 from .rules import Rule, RuleError, parse_actions, parse_target
 from .service import AuthService, running_service, token_json
-from .store import ANONYMOUS, database_path
+from .database import database_path, is_server_url
+from .store import ANONYMOUS
 
 
 class CommandError(Exception):
@@ -53,11 +54,11 @@ def _run(work: Callable[[AuthService], Awaitable[int]], *, create: bool = False)
     """
     try:
         config: AuthConfig = check(_settings())
-        path = database_path(config.data_dir, config.users_db)
+        path = None if is_server_url(config.users_db) else database_path(config.data_dir, config.users_db)
     except ConfigError as exc:
         print(f"s3gate: configuration error: {exc}", file=sys.stderr)
         return 2
-    if not create and not path.exists():
+    if path is not None and not create and not path.exists():
         print(
             f"s3gate: no users database at {path.resolve()}: set S3GATE_DATA_DIR (or users_db) to the gateway's, "
             "or run this where the gateway runs",

@@ -1,32 +1,31 @@
-"""Versioned schema migrations for the SQLite users database.
+"""Versioned schema migrations for the users database, one description for both engines.
 
-The version lives in SQLite's ``PRAGMA user_version``. ``migrate`` runs at
-start (and from every CLI command), inside one ``BEGIN IMMEDIATE``
-transaction: when several workers start at once, one migrates and the others
-wait, then find nothing to do. DDL is transactional in SQLite, so a failed
-step leaves the previous version intact. Never edit a released step: add one.
+Each step is a list of schema statements written for SQLite (``Database.ddl``
+turns them into PostgreSQL's words: identity keys, double-precision times)
+plus, when data must move, an async step written against ``Tx`` that runs
+on both. ``migrate`` runs at start (and from every CLI command) inside one
+writing transaction: when several workers or instances start at once, one
+migrates and the others wait, then find nothing to do. DDL is transactional
+in SQLite and PostgreSQL alike, so a failed step leaves the previous version
+intact. The version lives in SQLite's ``PRAGMA user_version`` or in
+PostgreSQL's ``s3gate_schema`` table. Never edit a released step: add one.
 """
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from ..errors import ConfigError
+from .database import Database, Tx
 
 
 @dataclass(frozen=True)
 class Migration:
     version: int
     description: str
-    apply: Callable[[sqlite3.Connection], None]
-
-
-def _run(conn: sqlite3.Connection, statements: list[str]) -> None:
-    # Not executescript(): it COMMITs first, which would break the transaction.
-    for stmt in statements:
-        conn.execute(stmt)
+    statements: tuple[str, ...]
+    data: Callable[[Tx], Awaitable[None]] | None = None  # runs after the statements
 
 
 V1 = [
@@ -53,10 +52,6 @@ V1 = [
     )""",
     "CREATE INDEX sessions_user ON sessions (user_id)",
 ]
-
-
-def _v1(conn: sqlite3.Connection) -> None:
-    _run(conn, V1)
 
 
 V2 = [
@@ -100,23 +95,22 @@ def _folder(prefix: str) -> str:
     return prefix + "/" if prefix and not prefix.endswith("/") else prefix
 
 
-def _v2(conn: sqlite3.Connection) -> None:
-    """Users can be disabled; tokens, token scopes and login counters; rule prefixes become folders.
+async def _v2_folders(tx: Tx) -> None:
+    """Rule prefixes become folders.
 
     Version 1 stored a rule's prefix as typed, so 'docs' matched 'docs-private/'
     too. From version 2 a prefix is a folder: 'docs' is stored as 'docs/'. Rules
     that collapse onto the same folder are merged (actions united).
     """
-    _run(conn, V2)
-    rows = conn.execute("SELECT user_id, bucket, prefix, actions FROM rules ORDER BY id").fetchall()
+    rows = await tx.all("SELECT user_id, bucket, prefix, actions FROM rules ORDER BY id")
     merged: dict[tuple[int, str, str], set[str]] = {}
     for user_id, bucket, prefix, actions in rows:
         acts = {a.strip() for a in actions.split(",") if a.strip() in _ORDER}
         merged.setdefault((user_id, bucket, _folder(prefix)), set()).update(acts)
-    conn.execute("DELETE FROM rules")
+    await tx.run("DELETE FROM rules")
     for (user_id, bucket, prefix), acts in merged.items():
         if acts:
-            conn.execute(
+            await tx.run(
                 "INSERT INTO rules (user_id, bucket, prefix, actions) VALUES (?, ?, ?, ?)",
                 (user_id, bucket, prefix, ",".join(a for a in _ORDER if a in acts)),
             )
@@ -142,27 +136,41 @@ V3 = [
 ]
 
 
-def _v3(conn: sqlite3.Connection) -> None:
-    _run(conn, V3)
+V4 = [
+    # Resumable uploads (s3gate/http/resumable.py): one row per open S3
+    # multipart upload a user may continue. The parts themselves are S3's.
+    # user_id is NULL for anonymous sessions (authentication off).
+    """CREATE TABLE upload_sessions (
+        id TEXT PRIMARY KEY,
+        user_id INTEGER REFERENCES users(id) ON DELETE CASCADE,
+        bucket TEXT NOT NULL,
+        object_key TEXT NOT NULL,
+        size REAL NOT NULL, -- bytes, up to 5 TiB: PostgreSQL's INTEGER stops at 2 GiB, a double is exact
+        part_size INTEGER NOT NULL,
+        upload_id TEXT NOT NULL,
+        file_name TEXT NOT NULL,
+        file_mtime REAL,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    )""",
+    "CREATE INDEX upload_sessions_user ON upload_sessions (user_id)",
+    "CREATE INDEX upload_sessions_expiry ON upload_sessions (expires_at)",
+]
 
 
 MIGRATIONS: tuple[Migration, ...] = (
-    Migration(1, "users, rules, sessions", _v1),
-    Migration(2, "disabled users, tokens, login counters; folder prefixes", _v2),
-    Migration(3, "proven passwords shared by all workers", _v3),
+    Migration(1, "users, rules, sessions", tuple(V1)),
+    Migration(2, "disabled users, tokens, login counters; folder prefixes", tuple(V2), _v2_folders),
+    Migration(3, "proven passwords shared by all workers", tuple(V3)),
+    Migration(4, "resumable upload sessions", tuple(V4)),
 )
 LATEST = MIGRATIONS[-1].version
 
 
-def current_version(conn: sqlite3.Connection) -> int:
-    return conn.execute("PRAGMA user_version").fetchone()[0]
-
-
-def migrate(conn: sqlite3.Connection, target: int = LATEST) -> list[int]:
-    """Bring the schema to ``target``; return the versions applied. ``conn`` must be in autocommit mode."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        version = current_version(conn)
+async def migrate(db: Database, target: int = LATEST) -> list[int]:
+    """Bring the schema to ``target``; return the versions applied."""
+    async with db.transaction() as tx:
+        version = await db.version(tx)
         if version > LATEST:
             raise ConfigError(
                 f"users database schema is version {version}, newer than this s3gate knows ({LATEST}); upgrade s3gate"
@@ -170,11 +178,15 @@ def migrate(conn: sqlite3.Connection, target: int = LATEST) -> list[int]:
         applied = []
         for step in MIGRATIONS:
             if version < step.version <= target:
-                step.apply(conn)
-                conn.execute(f"PRAGMA user_version = {int(step.version)}")
+                for statement in step.statements:
+                    await tx.run(db.ddl(statement))
+                if step.data is not None:
+                    await step.data(tx)
+                await db.set_version(tx, step.version)
                 applied.append(step.version)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     return applied
+
+
+async def current_version(db: Database) -> int:
+    async with db.connection() as c:
+        return await db.version(c)

@@ -24,7 +24,7 @@ from . import audit, credentials
 from .config import MAX_DURATION, AuthConfig, utc_time
 from .passwords import HashQueueFull, PasswordRejected, Passwords
 from .rules import Rule, grants, merge, subset
-from .sqlite import open_store
+from .sql import open_store
 from .store import ANONYMOUS, DuplicateUser, ProofLookup, Session, Store, Token, User
 from .throttle import Throttle, address_key
 

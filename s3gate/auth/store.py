@@ -1,11 +1,10 @@
-"""The users store: a small async interface, SQLite behind it today.
+"""The users store: a small async interface, SQLite or PostgreSQL behind it.
 
 Everything the auth room keeps goes through ``Store``: users, their rules,
 API tokens, sessions and the brute-force counters. Secrets never reach it in
 clear: passwords arrive as argon2id hashes, tokens and session ids as SHA-256
-digests. A server database (PostgreSQL, for several gateway hosts) would be
-one more subclass chosen by ``open_store`` (in ``sqlite.py`` until there is a
-second backend) from the ``users_db`` setting.
+digests. ``sql.py`` implements it once for both databases (``database.py``);
+``open_store`` picks the database from the ``users_db`` setting.
 """
 
 from __future__ import annotations
@@ -13,9 +12,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
-from ..errors import ConfigError
 from .rules import Rule
 
 ANONYMOUS = "*"  # the pseudo-user whose rules everyone gets, without credentials
@@ -78,6 +75,26 @@ class ProofLookup:
 
     expires_at: float | None  # the matching live proof's expiry; None: this credential is not proven here
     address_has_proof: bool  # some live proof of this user's current password exists from this address
+
+
+@dataclass(frozen=True)
+class UploadSession:
+    """A resumable upload (s3gate/http/resumable.py) on top of one S3 multipart upload.
+
+    Which parts are done is S3's answer (ListParts), never kept here.
+    """
+
+    id: str  # random, URL-safe; the public handle (it appears in URLs and logs, so it is no credential)
+    user_id: int | None  # None: anonymous, when authentication is off
+    bucket: str
+    key: str
+    size: int
+    part_size: int
+    upload_id: str  # S3's multipart upload id
+    file_name: str  # the file's own name and modification time, so a page can match a re-picked file
+    file_mtime: float | None
+    created_at: float
+    expires_at: float
 
 
 @dataclass(frozen=True)
@@ -203,16 +220,25 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def clear_failures(self, key: str) -> bool: ...
 
+    # -- resumable upload sessions
+    @abc.abstractmethod
+    async def create_upload_session(self, session: UploadSession) -> None: ...
+
+    @abc.abstractmethod
+    async def get_upload_session(self, session_id: str) -> UploadSession | None: ...
+
+    @abc.abstractmethod
+    async def list_upload_sessions(self, user_id: int | None) -> list[UploadSession]:
+        """One user's sessions (None: the anonymous ones), oldest first, expired ones included."""
+
+    @abc.abstractmethod
+    async def delete_upload_session(self, session_id: str) -> bool: ...
+
+    @abc.abstractmethod
+    async def expired_upload_sessions(self, now: float) -> list[UploadSession]: ...
+
     # -- housekeeping
     @abc.abstractmethod
     async def purge(self, now: float, forget_before: float) -> None:
         """Drop expired sessions and proofs, and forgotten failure counters."""
 
-
-def database_path(data_dir: str | Path, users_db: str) -> Path:
-    """The SQLite file the ``users_db`` setting names (a relative path is inside data_dir)."""
-    if "://" in users_db:
-        scheme = users_db.split("://", 1)[0]
-        raise ConfigError(f"users_db: {scheme}:// databases are not supported yet; give an SQLite file path")
-    path = Path(users_db)
-    return path if path.is_absolute() else Path(data_dir) / path

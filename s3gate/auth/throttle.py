@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .. import metrics
 from ..errors import TooManyRequests
 from .store import Store
 
@@ -104,7 +105,9 @@ class Throttle:
         a = await self.store.record_failure(
             address_key(remote), now, forget, lambda n: cfg.wait(n, cfg.max_failures_per_address)
         )
-        return max(u.blocked_until, a.blocked_until) - now
+        wait = max(u.blocked_until, a.blocked_until) - now
+        metrics.login_failed(locked=wait >= cfg.lockout)  # as the audit log's login_locked
+        return wait
 
     async def address_blocked(self, remote: str | None) -> bool:
         key = address_key(remote)

@@ -10,7 +10,7 @@ from aiohttp import web
 from .. import keys
 from ..errors import GatewayError, StorageUnavailable
 from ..netaddr import is_loopback_url
-from . import authn_routes, files, listing, page, seed
+from . import authn_routes, files, listing, metrics, page, resumable, seed
 from .responses import json_response
 from .uploads import defer_continue
 
@@ -47,12 +47,21 @@ def setup(app: web.Application, *, auth: bool) -> None:
     r = app.router
     r.add_get("/healthz", healthz, allow_head=True)
     r.add_get("/readyz", readyz, allow_head=True)
+    r.add_get("/metrics", metrics.scrape)  # Prometheus; who may read it: the metrics setting
 
     # The web page (s3gate/ui/) and the two answers only it needs.
     r.add_get("/", page.index)
     r.add_get("/static/{name}", page.static)
     r.add_get("/api/rights", page.rights)
     r.add_post("/api/links", page.new_link)
+
+    # Resumable uploads (upload sessions on S3 multipart), for the page and for curl.
+    r.add_post("/api/uploads", resumable.create)
+    r.add_get("/api/uploads", resumable.mine)
+    r.add_get("/api/uploads/{id}", resumable.status)
+    r.add_delete("/api/uploads/{id}", resumable.abort)
+    r.add_route("PUT", "/api/uploads/{id}/parts/{n}", resumable.put_part, expect_handler=defer_continue)
+    r.add_post("/api/uploads/{id}/complete", resumable.complete)
 
     # The seed's routes, exactly as its users type them.
     r.add_get("/downloads3/{bucket}/{path:.+}", seed.download_link)

@@ -22,7 +22,7 @@ from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.http import HttpVersion11
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 
-from .. import keys
+from .. import keys, metrics
 from ..errors import BadRequest, ClientGone, PayloadTooLarge, ShuttingDown, UnsupportedTransferCoding
 from ..storage.writer import ObjectWriter, UploadResult
 from . import access
@@ -159,6 +159,14 @@ def new_writer(request: web.Request, bucket: str, key: str, **kwargs: Any) -> Ob
 
 
 async def _pump(writer: ObjectWriter, pieces: AsyncIterator[bytes], registry: UploadRegistry) -> UploadResult:
+    """Every object uploaded goes through here: counted in flight, then completed or aborted."""
+    with metrics.tracked_upload():
+        return await _pump_untracked(writer, pieces, registry)
+
+
+async def _pump_untracked(
+    writer: ObjectWriter, pieces: AsyncIterator[bytes], registry: UploadRegistry
+) -> UploadResult:
     """Feed pieces to the writer; abort on any failure, disconnect or shutdown."""
     try:
         async for piece in pieces:

@@ -15,15 +15,21 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 
 class MemoryBudget:
-    def __init__(self, total: int):
+    def __init__(self, total: int, *, observe: Callable[[int, int], None] | None = None):
         self.total = total
         self.used = 0
         self.peak = 0
         self._waiters: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
+        # Told (bytes in use, requests waiting) after every change: the metrics hook.
+        self._observe = observe or (lambda used, waiting: None)
+
+    @property
+    def waiting(self) -> int:
+        return sum(1 for _, fut in self._waiters if not fut.done())
 
     async def acquire(self, n: int) -> None:
         n = min(n, self.total)
@@ -32,6 +38,7 @@ class MemoryBudget:
             return
         fut = asyncio.get_running_loop().create_future()
         self._waiters.append((n, fut))
+        self._observe(self.used, self.waiting)
         try:
             await fut
         except BaseException:
@@ -43,6 +50,7 @@ class MemoryBudget:
                 with contextlib.suppress(ValueError):
                     self._waiters.remove((n, fut))
                 self._wake()
+                self._observe(self.used, self.waiting)
             raise
 
     @contextlib.asynccontextmanager
@@ -62,10 +70,12 @@ class MemoryBudget:
         self.used -= n
         assert self.used >= 0, "budget released more than acquired"
         self._wake()
+        self._observe(self.used, self.waiting)
 
     def _take(self, n: int) -> None:
         self.used += n
         self.peak = max(self.peak, self.used)
+        self._observe(self.used, self.waiting)
 
     def _wake(self) -> None:
         # First come, first served: a large request is not starved by small ones.

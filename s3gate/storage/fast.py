@@ -22,6 +22,8 @@ import hashlib
 import hmac
 import ipaddress
 import re
+import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -45,9 +47,17 @@ def _is_ip(host: str) -> bool:
 
 class FastS3:
     def __init__(
-        self, *, endpoint: str, region: str, addressing: str, credentials: Any, session: aiohttp.ClientSession
+        self,
+        *,
+        endpoint: str,
+        region: str,
+        addressing: str,
+        credentials: Any,
+        session: aiohttp.ClientSession,
+        observe: Callable[[str, float, int | None], None] | None = None,
     ):
         url = URL(endpoint)
+        self._observe = observe  # the metrics hook, as storage.s3 gives botocore's calls
         self.scheme = url.scheme
         self.authority = url.raw_authority  # host[:port] exactly as sent in Host
         self.region = region
@@ -127,6 +137,23 @@ class FastS3:
         """Send one signed request; S3 errors come back as botocore ClientErrors
         (so storage.s3.translate maps them like every other call). One retry on
         a dropped connection or a 5xx, as botocore's standard mode would."""
+        if self._observe is None:
+            return await self._request(method, bucket, key, operation, headers, data)
+        started = time.monotonic()
+        try:
+            resp = await self._request(method, bucket, key, operation, headers, data)
+        except botocore.exceptions.ClientError as exc:  # S3 answered with an error
+            self._observe(operation, time.monotonic() - started, exc.response["ResponseMetadata"]["HTTPStatusCode"])
+            raise
+        except Exception:  # no answer (a cancelled call is no S3 failure: not counted, as with botocore)
+            self._observe(operation, time.monotonic() - started, None)
+            raise
+        self._observe(operation, time.monotonic() - started, resp.status)
+        return resp
+
+    async def _request(
+        self, method: str, bucket: str, key: str, operation: str, headers: dict[str, str] | None, data: Any
+    ) -> aiohttp.ClientResponse:
         host, path = self._target(bucket, key)
         url = URL.build(scheme=self.scheme, authority=host, path=path, encoded=True)
         for attempt in (1, 2):

@@ -30,6 +30,7 @@ import logging
 import os
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -180,9 +181,14 @@ class UploadJournal:
 
 
 async def sweep_forever(
-    journal: UploadJournal, storage: Storage, hours: float = 0.0, every: float = ORPHAN_SWEEP_SECONDS
+    journal: UploadJournal,
+    storage: Storage,
+    hours: float = 0.0,
+    every: float = ORPHAN_SWEEP_SECONDS,
+    also: Callable[[], Awaitable[object]] | None = None,
 ) -> None:
-    """From start-up on: orphans every ``every`` seconds; with ``hours`` > 0, stale uploads too."""
+    """From start-up on: orphans every ``every`` seconds; with ``hours`` > 0, stale uploads too;
+    then ``also`` (expired resumable upload sessions, which the journal does not hold)."""
     while True:
         try:
             await journal.sweep_orphans(storage)
@@ -190,4 +196,9 @@ async def sweep_forever(
                 await journal.sweep(storage, hours * 3600)
         except Exception as exc:  # never let the sweeper die
             log.warning("upload sweep failed: %s", exc)
+        if also is not None:
+            try:
+                await also()
+            except Exception as exc:
+                log.warning("upload session sweep failed: %s", exc)
         await asyncio.sleep(every)

@@ -14,7 +14,7 @@ import dataclasses
 import datetime as dt
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -189,6 +189,37 @@ def content_disposition(filename: str, disposition: str = "attachment") -> str:
     return f"{disposition}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
+# The metrics hook: (operation, seconds, HTTP status from S3 or None when S3 did not answer).
+CallObserver = Callable[[str, float, "int | None"], None]
+
+
+def _watch_calls(client: Any, observe: CallObserver) -> None:
+    """Report every botocore call of this client, once per call (retries included), through ``observe``.
+
+    botocore's own events: ``before-call`` and ``after-call`` bracket one API
+    call; ``after-call-error`` replaces the latter when no response came.
+    """
+
+    def before(model: Any, context: dict[str, Any], **_: Any) -> None:
+        context["s3gate_call"] = (model.name, time.monotonic())
+
+    def finished(context: dict[str, Any], status: int | None) -> None:
+        started = context.pop("s3gate_call", None)
+        if started is not None:
+            observe(started[0], time.monotonic() - started[1], status)
+
+    def after(http_response: Any, context: dict[str, Any], **_: Any) -> None:
+        finished(context, http_response.status_code)
+
+    def failed(context: dict[str, Any], **_: Any) -> None:
+        finished(context, None)
+
+    events = client.meta.events
+    events.register("before-call.s3", before)
+    events.register("after-call.s3", after)
+    events.register("after-call-error.s3", failed)
+
+
 async def _warm(session: Any, config: Any, kwargs: dict[str, Any]) -> None:
     """Create and drop one client on a thread, so the event loop never waits on the disk.
 
@@ -215,7 +246,8 @@ class Storage:
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def open(cls, settings: Settings) -> AsyncIterator[Storage]:
+    async def open(cls, settings: Settings, *, observe: CallObserver | None = None) -> AsyncIterator[Storage]:
+        """``observe``: told of every S3 call (the app passes the metrics hook)."""
         session = get_session()
         config = _client_config(settings, max_connections=settings.s3_max_connections)
         await _warm(session, config, _client_kwargs(settings, settings.s3_endpoint))
@@ -223,6 +255,8 @@ class Storage:
             client = await stack.enter_async_context(
                 session.create_client("s3", config=config, **_client_kwargs(settings, settings.s3_endpoint))
             )
+            if observe is not None:
+                _watch_calls(client, observe)
             signer = client
             if settings.s3_public_endpoint:
                 # Presigned URLs carry the client's endpoint as host: sign with
@@ -253,6 +287,7 @@ class Storage:
                     addressing=settings.s3_addressing_style,
                     credentials=credentials,
                     session=http,
+                    observe=observe,
                 )
             yield cls(settings, client, signer, fast)
 

@@ -39,8 +39,34 @@ class FakeClock:
         self.now += seconds
 
 
+# The users database of the test being run: the store-facing tests run once on
+# SQLite and once on PostgreSQL (see users_backend below).
+_users_db: list[str] = []
+
+
+def pytest_generate_tests(metafunc):
+    if "users_backend" in metafunc.fixturenames:
+        both = metafunc.definition.get_closest_marker("sqlite_only") is None
+        metafunc.parametrize("users_backend", ["sqlite", "postgresql"] if both else ["sqlite"], indirect=True)
+
+
+@pytest.fixture
+def users_backend(request, monkeypatch):
+    """Which database this test's users live in; the CLI's environment says the same."""
+    if request.param == "postgresql":
+        url = request.getfixturevalue("postgres").create_database()
+        monkeypatch.setenv("S3GATE_USERS_DB", url)
+        _users_db.append(url)
+        yield "postgresql"
+        _users_db.remove(url)
+    else:
+        yield "sqlite"
+
+
 def make_settings(tmp_path: Path, **overrides):
     overrides.setdefault("data_dir", str(tmp_path / "data"))
+    if _users_db:
+        overrides.setdefault("users_db", _users_db[-1])
     overrides.setdefault("auth", True)
     overrides.setdefault("login_delay", 0.0)
     return settings_mod.load(environ={}, use_file=False, **overrides)

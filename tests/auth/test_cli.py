@@ -19,12 +19,14 @@ from s3gate.auth.service import AuthService, InvalidCredentials
 
 from .conftest import PASSWORD
 
+pytestmark = pytest.mark.usefixtures("users_backend")  # SQLite, then PostgreSQL
+
 
 @pytest.fixture
-def data_dir(tmp_path, monkeypatch):
+def data_dir(tmp_path, monkeypatch, users_backend):
     monkeypatch.chdir(tmp_path)  # no config/s3gate.toml from the repo
     for name in list(os.environ):
-        if name.startswith("S3GATE_"):
+        if name.startswith("S3GATE_") and not (name == "S3GATE_USERS_DB" and users_backend == "postgresql"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("S3GATE_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("S3GATE_LOGIN_DELAY", "0")  # tests below log in right after a failure
@@ -275,6 +277,7 @@ def test_launcher_hook_warns_loudly_when_auth_is_off_beyond_loopback(data_dir, c
     assert "AUTHENTICATION IS OFF" not in capsys.readouterr().err
 
 
+@pytest.mark.sqlite_only  # reads the SQLite file itself
 async def test_tokens_list_survives_any_stored_expiry(data_dir, s3gate):
     """Rows an older s3gate stored (999999999y, 1e400) or a hand edit left: listed, never a traceback."""
     s3gate("users", "add", "alice", "--password-stdin", stdin=PASSWORD + "\n")

@@ -130,8 +130,8 @@ async def test_hashing_and_the_database_never_run_on_the_event_loop(tmp_path):
 
     spy = Spy(time_cost=1, memory_cost=1024, parallelism=1)
     service = await AuthService.open(check(make_settings(tmp_path)), hasher=spy)
-    store = service.store
-    await store._call(lambda: store.db.set_trace_callback(lambda sql: seen.append(("sql", _on_loop()))))
+    db = service.store.db
+    await db._call(lambda: db.conn.set_trace_callback(lambda sql: seen.append(("sql", _on_loop()))))
     try:
         await service.add_user("alice", PASSWORD)
         await service.authenticate_password("alice", PASSWORD, "10.0.0.1")

@@ -15,6 +15,8 @@ from s3gate.auth.service import AuthService
 
 from .conftest import FAST_HASHER, PASSWORD, basic, build_app, make_settings
 
+pytestmark = pytest.mark.usefixtures("users_backend")  # SQLite, then PostgreSQL
+
 XFF = "X-Forwarded-For"
 CLIENT = "192.0.2.10"  # the proven curl
 ATTACKER = "203.0.113.66"
@@ -95,6 +97,7 @@ async def test_guesses_from_the_proven_address_still_stop_at_the_address_limit(t
     assert await status(b, PASSWORD, CLIENT) == 429
 
 
+@pytest.mark.sqlite_only  # reads the SQLite file itself
 async def test_disabling_voids_proofs_and_nothing_stores_the_password(two_workers, tmp_path):
     a, b, service = await two_workers()
     assert await status(a, PASSWORD, CLIENT) == 200

@@ -7,6 +7,8 @@ from s3gate.auth.throttle import ThrottleConfig, address_key
 
 from .conftest import PASSWORD, basic
 
+pytestmark = pytest.mark.usefixtures("users_backend")  # SQLite, then PostgreSQL
+
 XFF = "X-Forwarded-For"
 
 

@@ -13,6 +13,8 @@ from s3gate.errors import BadRequest, NotFound
 
 from .conftest import PASSWORD, basic, bearer
 
+pytestmark = pytest.mark.usefixtures("users_backend")  # SQLite, then PostgreSQL
+
 
 async def alice(service, *rules):
     await service.add_user("alice", PASSWORD)
@@ -20,6 +22,7 @@ async def alice(service, *rules):
         await service.grant("alice", Rule.parse(r))
 
 
+@pytest.mark.sqlite_only  # reads the SQLite file itself
 async def test_token_format_and_storage(service, auth_settings, tmp_path):
     await alice(service, "files:read")
     secret, token = await service.create_token("alice", label="laptop")
@@ -201,6 +204,7 @@ def store_expiry(db, sql_value: str) -> None:
         conn.execute(f"UPDATE tokens SET expires_at = {sql_value}")
 
 
+@pytest.mark.sqlite_only  # reads the SQLite file itself
 @pytest.mark.parametrize("sql_value, shown, state", FAR)
 async def test_api_lists_any_stored_expiry(make_client, tmp_path, sql_value, shown, state):
     client, service = await make_client()

@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +25,9 @@ from aiohttp.test_utils import TestServer
 
 from s3gate import keys
 from s3gate.auth.rules import Rule
+from s3gate.certs import self_signed
 from s3gate.embedded import free_port
+from s3gate.private import write_private
 from tests.integration.conftest import MiB, random_bytes, run, sha256
 
 pytestmark = pytest.mark.integration
@@ -78,12 +79,11 @@ def loopback(http_port: int, https_port: int) -> list[tuple[str, str, int]]:
 
 
 def certificate(root: Path) -> list[tuple[str, str, int]]:
-    """A self-signed certificate in ROOT, and the site's certificate paths pointing at it."""
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-keyout", str(root / "key.pem"), "-out", str(root / "cert.pem")],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    """ROOT/cert.pem and key.pem from `s3gate cert self-signed`'s code (127.0.0.1 in its SAN, so
+    clients can check it with --cacert), and the site's certificate paths pointing at them."""
+    cert, key = self_signed(["127.0.0.1"], days=1)
+    (root / "cert.pem").write_bytes(cert)
+    write_private(root / "key.pem", key)
     return [
         (
             "ssl_certificate     /etc/letsencrypt/live/files.example.org/fullchain.pem;",
@@ -96,6 +96,31 @@ def certificate(root: Path) -> list[tuple[str, str, int]]:
             1,
         ),
     ]
+
+
+def write_config(root: Path, upstream: int) -> tuple[int, int]:
+    """ROOT/nginx.conf: the shipped site on two free loopback ports (returned: http, https) in front of
+    127.0.0.1:UPSTREAM, with its certificate (ROOT/cert.pem), temp dirs and certbot's webroot in ROOT.
+    Run it with `nginx -p ROOT -c ROOT/nginx.conf -g 'daemon off;'` (also bench/tls.py)."""
+    for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi", "webroot"):
+        (root / sub).mkdir(parents=True)
+    http_port, https_port = free_port(), free_port()
+    site = render(
+        SITE,
+        [
+            *loopback(http_port, https_port),
+            ("return 308 https://$host$request_uri;", f"return 308 https://$host:{https_port}$request_uri;", 1),
+            ("server_name files.example.org;", "server_name 127.0.0.1;", 2),
+            ("root /var/www/html;", f"root {root}/webroot;", 1),
+            ("server 127.0.0.1:5000;", f"server 127.0.0.1:{upstream};", 1),
+            *certificate(root),
+        ],
+    )
+    (root / "s3gate.conf").write_text(site)
+    # As root, nginx's workers would run as nobody, who cannot read pytest's 0700 temp dirs.
+    user = "user root;" if os.geteuid() == 0 else ""
+    (root / "nginx.conf").write_text(MAIN_CONF.format(root=root, user=user, site=root / "s3gate.conf"))
+    return http_port, https_port
 
 
 def nginx_binary() -> str:
@@ -118,24 +143,8 @@ async def start_nginx(tmp_path):
 
     async def start(upstream: int) -> Nginx:
         root = tmp_path / f"nginx-{len(procs)}"
-        for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi", "webroot"):
-            (root / sub).mkdir(parents=True)
-        http_port, https_port = free_port(), free_port()
-        site = render(
-            SITE,
-            [
-                *loopback(http_port, https_port),
-                ("return 308 https://$host$request_uri;", f"return 308 https://$host:{https_port}$request_uri;", 1),
-                ("server_name files.example.org;", "server_name 127.0.0.1;", 2),
-                ("root /var/www/html;", f"root {root}/webroot;", 1),
-                ("server 127.0.0.1:5000;", f"server 127.0.0.1:{upstream};", 1),
-                *certificate(root),
-            ],
-        )
-        (root / "s3gate.conf").write_text(site)
-        # As root, nginx's workers would run as nobody, who cannot read pytest's 0700 temp dirs.
-        user = "user root;" if os.geteuid() == 0 else ""
-        (root / "nginx.conf").write_text(MAIN_CONF.format(root=root, user=user, site=root / "s3gate.conf"))
+        # Off the loop: the gateway under test runs on it (and blockbuster watches s3gate's file writes there).
+        http_port, https_port = await asyncio.to_thread(write_config, root, upstream)
         with open(root / "stderr.log", "wb") as stderr:  # what nginx says before its error_log is open
             proc = await asyncio.create_subprocess_exec(
                 nginx_binary(), "-p", str(root), "-c", str(root / "nginx.conf"), "-g", "daemon off;",

@@ -432,7 +432,8 @@
     item.loaded = 0;
     item.reason = '';
     up.active.add(item);
-    item.transport = putWhole(item, (loaded) => { item.loaded = loaded; renderUploads(); });
+    const onProgress = (loaded) => { item.loaded = loaded; renderUploads(); };
+    item.transport = item.size >= RESUMABLE_FROM || item.session ? putResumable(item, onProgress) : putWhole(item, onProgress);
     item.transport.done.then((result) => {
       up.active.delete(item);
       if (item.state === 'cancelled') { /* already counted */ } else if (result.ok) {
@@ -606,6 +607,7 @@
     Object.assign(box.dataset, {
       state: busy ? 'busy' : 'idle', total: String(up.items.length), done: String(c.done), failed: String(c.failed),
       skipped: String(c.skipped), conflicts: String(c.conflict), queued: String(c.queued + c.sending),
+      paused: String(up.items.filter((i) => i.paused).length),
     });
     $('retry-all').hidden = !c.failed;
     $('cancel-all').disabled = !busy;
@@ -626,7 +628,7 @@
       const pct = item.size ? Math.floor((100 * item.loaded) / item.size) : 0;
       li.append(
         el('progress', { max: item.size || 1, value: item.loaded, 'aria-label': item.key }),
-        el('span', { class: 'hint', text: `${pct}%` }),
+        el('span', { class: 'hint', text: item.paused ? `${pct}% · ${t('paused_retrying')}` : `${pct}%` }),
         el('button', { type: 'button', class: 'small', text: t('cancel'), 'aria-label': t('cancel_named', { name: item.key }), onclick: () => cancel(item) }),
       );
     } else if (item.state === 'failed') {
@@ -637,6 +639,231 @@
       );
     }
     return li;
+  }
+
+  // -- resumable uploads --------------------------------------------------------------------
+  // A file of RESUMABLE_FROM bytes or more goes through an upload session the
+  // gateway keeps (POST /api/uploads): Blob.slice parts, a few in flight, each
+  // PUT with the session's grant (so an expiring login does not stop it). A
+  // failed part pauses the upload; it resumes by itself (backoff, or at once
+  // when the browser is back online), asking the gateway which parts S3 holds
+  // and sending only the others. After a reload the page lists the unfinished
+  // sessions; the same file picked again (name, size, modification time) is
+  // matched to its session and only the missing parts go.
+  const RESUMABLE_FROM = 64 * 1024 * 1024;
+  const PARTS_IN_FLIGHT = 3;
+  const unfinished = new Map(); // session id -> session (GET /api/uploads)
+  const wakers = new Set();
+  window.addEventListener('online', () => { for (const wake of [...wakers]) wake(); });
+
+  const transient = (status) => status === 0 || status === 408 || status === 429 || status >= 500;
+  const sameFile = (s, file) => s.name === file.name && s.size === file.size
+    && (s.mtime === null || Math.abs(s.mtime * 1000 - file.lastModified) < 1000);
+
+  // fetch() for the session API: never navigates away, a network error is status 0.
+  async function call(url, options = {}, grant = '') {
+    const headers = { Accept: 'application/json', ...(grant ? { 'X-Upload-Grant': grant } : {}), ...(options.headers || {}) };
+    let resp;
+    try {
+      resp = await fetch(url, { credentials: 'same-origin', ...options, headers });
+    } catch {
+      throw Object.assign(new Error(''), { status: 0 });
+    }
+    let body = null;
+    try { body = await resp.json(); } catch { body = null; }
+    if (!resp.ok) throw Object.assign(new Error(body?.message || ''), { status: resp.status });
+    return body;
+  }
+
+  function sendPart(url, blob, grant, onProgress, xhrs) {
+    return new Promise((resolve) => {
+      const xhr = new XMLHttpRequest();
+      xhrs.add(xhr);
+      const end = (result) => { xhrs.delete(xhr); resolve(result); };
+      xhr.open('PUT', url);
+      xhr.setRequestHeader('Accept', 'application/json');
+      xhr.setRequestHeader('X-Upload-Grant', grant);
+      xhr.upload.onprogress = (e) => onProgress(e.loaded);
+      xhr.onload = () => {
+        let body = null;
+        try { body = JSON.parse(xhr.responseText); } catch { body = null; }
+        end({ ok: xhr.status >= 200 && xhr.status < 300, status: xhr.status, message: body?.message || '' });
+      };
+      xhr.onerror = () => end({ ok: false, status: 0, message: '' });
+      xhr.onabort = () => end({ ok: false, status: -1, message: '' });
+      xhr.send(blob);
+    });
+  }
+
+  function backoff(attempt) {
+    return new Promise((resolve) => {
+      const wake = () => { clearTimeout(timer); wakers.delete(wake); resolve(); };
+      const timer = setTimeout(wake, Math.min(15000, 500 * 2 ** Math.min(attempt, 5)));
+      wakers.add(wake);
+    });
+  }
+
+  function putResumable(item, onProgress) {
+    const xhrs = new Set();
+    let cancelled = false;
+    let wake = null;
+
+    async function openSession() {
+      const match = [...unfinished.values()].find((s) => s.bucket === item.bucket && s.key === item.key && sameFile(s, item.file));
+      if (match) return match;
+      const headers = { 'Content-Type': 'application/json' };
+      if (!item.overwrite) headers['If-None-Match'] = '*'; // RFC 9110 §13.1.2: 412 before a byte is sent
+      return call('/api/uploads', {
+        method: 'POST', headers,
+        body: JSON.stringify({
+          bucket: item.bucket, key: item.key, size: item.size, name: item.file.name,
+          mtime: item.file.lastModified / 1000, content_type: item.file.type || undefined,
+        }),
+      });
+    }
+
+    async function sendMissing(s) {
+      const status = await call(`/api/uploads/${encodeURIComponent(s.id)}`, {}, s.grant);
+      const queue = status.missing.slice();
+      const inFlight = new Map();
+      let finished = status.received;
+      let failure = null;
+      const report = () => { let n = finished; for (const v of inFlight.values()) n += v; onProgress(n); };
+      report();
+      const worker = async () => {
+        while (queue.length && !failure && !cancelled) {
+          const n = queue.shift();
+          const start = (n - 1) * s.part_size, end = Math.min(s.size, start + s.part_size);
+          inFlight.set(n, 0);
+          const url = `/api/uploads/${encodeURIComponent(s.id)}/parts/${n}`;
+          const r = await sendPart(url, item.file.slice(start, end), s.grant, (loaded) => { inFlight.set(n, loaded); report(); }, xhrs);
+          inFlight.delete(n);
+          if (r.ok) finished += end - start;
+          else failure = failure || r;
+          report();
+        }
+      };
+      await Promise.all(Array.from({ length: PARTS_IN_FLIGHT }, worker));
+      if (failure) throw Object.assign(new Error(failure.message), { status: failure.status });
+    }
+
+    async function run() {
+      let attempt = 0;
+      for (;;) {
+        if (cancelled) return { ok: false, status: -1, message: '' };
+        try {
+          if (!item.session) {
+            item.session = await openSession();
+            unfinished.delete(item.session.id);
+            renderUnfinished();
+          }
+          const s = item.session;
+          await sendMissing(s);
+          if (cancelled) return { ok: false, status: -1, message: '' };
+          const headers = item.overwrite ? {} : { 'If-None-Match': '*' };
+          try {
+            await call(`/api/uploads/${encodeURIComponent(s.id)}/complete`, { method: 'POST', headers }, s.grant);
+          } catch (err) {
+            if (err.status === 404 && attempt > 0 && await landed()) { item.session = null; return { ok: true, status: 201 }; }
+            throw err;
+          }
+          item.session = null;
+          return { ok: true, status: 201 };
+        } catch (err) {
+          if (cancelled) return { ok: false, status: -1, message: '' };
+          if (err.status === 412 && item.session) {
+            // Someone stored the key meanwhile: drop the parts; the conflict dialog decides.
+            call(`/api/uploads/${encodeURIComponent(item.session.id)}`, { method: 'DELETE' }, item.session.grant).catch(() => {});
+            item.session = null;
+          }
+          if (err.status === 404 && item.session && attempt < 3) item.session = null; // expired: start afresh
+          else if (!transient(err.status) && err.status !== 409) return { ok: false, status: err.status, message: err.message };
+          attempt++;
+          item.paused = true;
+          renderUploads();
+          await backoff(attempt);
+          item.paused = false;
+        }
+      }
+    }
+
+    // The completion's answer was lost and the session is gone: did the object land?
+    async function landed() {
+      try {
+        const resp = await fetch(objectUrl(item.bucket, item.key), { method: 'HEAD', credentials: 'same-origin' });
+        return resp.ok && Number(resp.headers.get('Content-Length')) === item.size;
+      } catch { return false; }
+    }
+
+    const done = run().catch((err) => ({ ok: false, status: err.status ?? 0, message: err.message || '' }));
+    return {
+      done,
+      cancel: () => {
+        cancelled = true;
+        for (const xhr of [...xhrs]) xhr.abort();
+        for (const w of [...wakers]) w();
+        const s = item.session;
+        item.session = null;
+        if (s) call(`/api/uploads/${encodeURIComponent(s.id)}`, { method: 'DELETE' }, s.grant).catch(() => {});
+      },
+    };
+  }
+
+  async function loadUnfinished() {
+    let body;
+    try { body = await call('/api/uploads'); } catch { return; }
+    const busy = new Set(up.items.map((i) => i.session?.id).filter(Boolean));
+    for (const s of body.uploads) if (!busy.has(s.id)) unfinished.set(s.id, s);
+    renderUnfinished();
+  }
+
+  function renderUnfinished() {
+    let box = $('unfinished');
+    if (!box) {
+      box = el('section', { id: 'unfinished', class: 'uploads', 'aria-labelledby': 'unfinished-title', hidden: true },
+        el('h2', { id: 'unfinished-title', text: t('unfinished_title') }),
+        el('p', { class: 'hint', text: t('unfinished_help') }),
+        el('ul', { id: 'unfinished-list', class: 'queue' }),
+        el('input', { id: 'resume-pick', type: 'file', hidden: true, 'aria-label': t('resume') }));
+      $('main').prepend(box);
+      $('resume-pick').addEventListener('change', (e) => {
+        const file = e.target.files[0];
+        const s = unfinished.get(e.target.dataset.session);
+        e.target.value = '';
+        if (file && s) resumeWith(s, file);
+      });
+    }
+    box.hidden = unfinished.size === 0;
+    box.dataset.count = String(unfinished.size);
+    $('unfinished-list').replaceChildren(...[...unfinished.values()].map((s) => el('li', { class: 'item', 'data-session': s.id },
+      el('span', { class: 'item-name', title: `${s.bucket}/${s.key}`, text: `${s.bucket}/${s.key}` }),
+      el('span', { class: 'hint', text: `${bytes(s.size)} · ${t('unfinished_expires', { when: dateFmt.format(new Date(s.expires)) })}` }),
+      el('button', {
+        type: 'button', class: 'small', text: t('resume'), 'aria-label': t('resume_named', { name: s.key }),
+        onclick: () => { $('resume-pick').dataset.session = s.id; $('resume-pick').click(); },
+      }),
+      el('button', {
+        type: 'button', class: 'small danger', text: t('discard'), 'aria-label': t('discard_named', { name: s.key }),
+        onclick: () => {
+          unfinished.delete(s.id);
+          renderUnfinished();
+          call(`/api/uploads/${encodeURIComponent(s.id)}`, { method: 'DELETE' }, s.grant).catch(() => {});
+        },
+      }))));
+  }
+
+  function resumeWith(s, file) {
+    if (!sameFile(s, file)) { say(t('resume_mismatch', { name: file.name }), 'error'); return; }
+    unfinished.delete(s.id);
+    renderUnfinished();
+    const item = {
+      id: up.nextId++, file, bucket: s.bucket, key: s.key, size: file.size, loaded: 0,
+      state: 'queued', reason: '', overwrite: true, transport: null, session: s,
+    };
+    up.items.push(item);
+    up.waiting.push(item);
+    $('uploads').hidden = false;
+    pump();
   }
 
   // Files picked with the two inputs, or dropped.
@@ -777,6 +1004,7 @@
     });
     window.addEventListener('beforeunload', (e) => { if (up.active.size || up.waiting.length) e.preventDefault(); });
     route();
+    loadUnfinished();
   }
 
   init();

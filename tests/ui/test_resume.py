@@ -1,0 +1,136 @@
+"""Resumable uploads in real Chromium against the real gateway and SeaweedFS.
+
+A 200 MiB file goes through an upload session (40 parts of 5 MiB here). Each
+test cuts it mid-way at a known point: once S3 holds at least a quarter of
+the parts, the test takes the gateway's whole upload memory budget, so every
+part request after that waits unread (TCP backpressure, nothing fails) —
+then the real cut: the browser goes offline through DevTools, or the page is
+closed and opened again. The budget is given back and the page must finish
+by itself, sending again only what S3 does not hold. What the page sent is
+counted from the requests Chromium made; what landed is read from SeaweedFS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from s3gate import keys
+from tests.integration.conftest import PART, eventually
+from tests.ui.conftest import Site
+from tests.ui.test_page import open_folder, sign_in, uploads_settled
+
+pytestmark = pytest.mark.integration
+
+SIZE = 200 * 1024 * 1024
+PARTS = SIZE // PART  # 40
+
+
+@pytest.fixture(scope="module")
+def big_file(tmp_path_factory) -> tuple[Path, str]:
+    path = tmp_path_factory.mktemp("resume") / "big.bin"
+    digest = hashlib.sha256()
+    with open(path, "wb") as fh:
+        for _ in range(SIZE // (8 * 1024 * 1024)):
+            chunk = os.urandom(8 * 1024 * 1024)
+            digest.update(chunk)
+            fh.write(chunk)
+    return path, digest.hexdigest()
+
+
+def part_puts(page) -> list[int]:
+    """Every part PUT the page starts, by part number (a request cut short counts too)."""
+    started: list[int] = []
+
+    def seen(request) -> None:
+        if request.method == "PUT" and "/api/uploads/" in request.url and "/parts/" in request.url:
+            started.append(int(request.url.rsplit("/", 1)[1]))
+
+    page.on("request", seen)
+    return started
+
+
+async def freeze_once_a_quarter_is_stored(site: Site, key: str) -> None:
+    """Wait until S3 holds >= a quarter of the parts, then hold the gateway's whole budget."""
+
+    async def quarter() -> bool:
+        return await site.store.parts_done(site.bucket, key) >= PARTS // 4
+
+    await eventually(quarter, 60, "a quarter of the parts in S3")
+    budget = site.gateway.app[keys.BUDGET]
+    await budget.acquire(budget.total)  # granted once the parts being sent have landed
+
+
+def thaw(site: Site) -> None:
+    budget = site.gateway.app[keys.BUDGET]
+    budget.release(budget.total)
+
+
+async def stored_digest(site: Site, key: str) -> str:
+    return hashlib.sha256(await site.store.get(site.bucket, key)).hexdigest()
+
+
+async def test_network_drop_pauses_and_resumes_by_itself(browser, site: Site, big_file):
+    path, digest = big_file
+    page = await sign_in(browser, site)
+    await open_folder(page, site)
+    started = part_puts(page)
+    await page.set_input_files("#pick-files", str(path))
+
+    await freeze_once_a_quarter_is_stored(site, "big.bin")
+    held = await site.store.parts_done(site.bucket, "big.bin")
+    await page.context.set_offline(True)  # DevTools: the network is gone, requests in flight fail
+    await page.wait_for_selector('#uploads[data-paused="1"]', state="attached", timeout=30_000)
+    assert await page.locator("#active-list .item.sending").count() == 1  # paused, not failed
+    thaw(site)
+    await page.context.set_offline(False)
+
+    state = await uploads_settled(page, 1)
+    assert state["done"] == "1" and state["failed"] == "0", state
+    assert await stored_digest(site, "big.bin") == digest
+    assert await site.store.open_uploads(site.bucket) == []
+    assert held < PARTS  # it really was cut mid-way
+    sent_again = len(started) - PARTS
+    assert 0 < sent_again, started  # the parts cut off were sent again...
+    assert sent_again * PART < SIZE / 4, started  # ...and only those: far less than a quarter
+    assert sorted(set(started)) == list(range(1, PARTS + 1))
+
+
+async def test_after_a_reload_only_missing_parts_are_sent(browser, site: Site, big_file):
+    path, digest = big_file
+    page = await sign_in(browser, site)
+    await open_folder(page, site)
+    await page.set_input_files("#pick-files", str(path))
+    await freeze_once_a_quarter_is_stored(site, "big.bin")
+    context = page.context
+    await page.close()  # the tab is gone, its requests with it
+    thaw(site)
+
+    page = await context.new_page()
+    started = part_puts(page)
+    statuses: list[dict] = []
+
+    async def on_response(response) -> None:
+        if response.request.method == "GET" and "/api/uploads/" in response.url and "/parts/" not in response.url:
+            statuses.append(await response.json())
+
+    page.on("response", on_response)
+    await open_folder(page, site)
+    # The page lists the unfinished upload...
+    await page.wait_for_selector('#unfinished[data-count="1"]', state="visible")
+    assert await page.locator("#unfinished-list .item", has_text=f"{site.bucket}/big.bin").count() == 1
+    # ... and the same file picked again is matched to it: only the missing parts go.
+    await page.set_input_files("#pick-files", str(path))
+    state = await uploads_settled(page, 1)
+    assert state["done"] == "1" and state["failed"] == "0", state
+    assert await stored_digest(site, "big.bin") == digest
+    assert await site.store.open_uploads(site.bucket) == []
+
+    assert len(statuses) == 1, statuses  # asked once which parts S3 holds
+    missing = statuses[0]["missing"]
+    assert 0 < len(missing) <= PARTS - PARTS // 4
+    assert sorted(started) == missing  # exactly those, each once
+    assert await page.locator("#unfinished").is_hidden()
