@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import resource
 import secrets
 import statistics
 import subprocess
@@ -44,6 +45,7 @@ from s3gate.private import write_private
 from tests.integration.test_nginx import nginx_binary, write_config
 
 MiB = 1024 * 1024
+WHO = ("gateway", "nginx", "store", "curl", "other")
 
 
 @dataclass
@@ -69,6 +71,33 @@ def cpu(proc: psutil.Process | None) -> float:
             continue
         total += t.user + t.system
     return total
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine has spent in tasks so far (user, nice, system, steal; not irq/softirq)."""
+    user, nice, system, _idle, _iowait, _irq, _softirq, steal = (
+        int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+    )
+    return (user + nice + system + steal) / CLK_TCK
+
+
+def curl_cpu() -> float:
+    """CPU seconds of the finished children (every curl this script ran) so far."""
+    c = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return c.ru_utime + c.ru_stime
+
+
+def wait_idle(limit: float) -> None:
+    """Wait up to LIMIT seconds for the machine to go quiet (< 0.3 cores busy over a second): others' work skews."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        before = machine_busy()
+        time.sleep(1)
+        if machine_busy() - before < 0.3:
+            return
 
 
 def gateway(root: Path, store: SeaweedFS, tls: tuple[Path, Path] | None) -> tuple[subprocess.Popen, str]:
@@ -132,16 +161,19 @@ def measure(t: Target, store: psutil.Process, src: Path, size: int, digest: str,
         ("up", ("-T", str(src), "-w", "\n%{size_upload} %{speed_upload} %{time_total}")),
         ("down", ("-o", "/dev/null", "-w", "\n%{size_download} %{speed_download} %{time_total}")),
     ):
-        before = cpu(t.gateway), cpu(t.nginx), cpu(store)
+        before = cpu(t.gateway), cpu(t.nginx), cpu(store), curl_cpu(), machine_busy()
         got = curl(t.base, key, t.cacert, "--fail", *t.curl_args, *args)
-        after = cpu(t.gateway), cpu(t.nginx), cpu(store)
+        after = cpu(t.gateway), cpu(t.nginx), cpu(store), curl_cpu(), machine_busy()
         body, _, stats = got.rpartition("\n")
         moved, speed, wall = stats.split()
         if moved != str(size) or (way == "up" and digest not in body):
             sys.exit(f"{way} {t.name} {t.base}{key} failed: {got[-500:]}")
         out[way] = float(speed) / 1e6
-        for i, who in enumerate(("gateway", "nginx", "store")):
-            out[f"{way} {who}"] = (after[i] - before[i]) / float(wall)
+        used = [(a - b) / float(wall) for a, b in zip(after, before, strict=True)]
+        for who, cores in zip(WHO, used, strict=False):
+            out[f"{way} {who}"] = cores
+        # Everything else the machine did meanwhile: near 0 on a quiet machine, else the run is noisy.
+        out[f"{way} other"] = max(0.0, used[-1] - sum(used[:-1]))
     return out
 
 
@@ -149,6 +181,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", default="1GiB", help="bytes to move each way (suffixes: MiB, GiB)")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--wait-idle", type=float, default=60, help="seconds to wait for a quiet machine before each")
     args = parser.parse_args()
     size = settings_mod._number(int, args.size)
     with tempfile.TemporaryDirectory(prefix="s3gate-bench-tls-") as tmp:
@@ -184,6 +217,7 @@ def main() -> int:
             ]
             for i in range(args.repeat):
                 for t in targets:
+                    wait_idle(args.wait_idle)
                     t.runs.append(measure(t, weed, src, size, digest.hexdigest(), i))
                     r = t.runs[-1]
                     print(f"  {t.name} #{i + 1}: up {r['up']:.0f} MB/s, down {r['down']:.0f} MB/s", flush=True)
@@ -196,8 +230,12 @@ def main() -> int:
                 proc.wait(30)
             store.stop(timeout=5)
     print(f"\n{args.size} each way through s3gate (1 gunicorn worker), curl on 127.0.0.1, median of {args.repeat}.")
-    print("Cores = CPU seconds per wall second during the transfer (gateway: gunicorn + worker; store: SeaweedFS).\n")
-    print("| target | upload MB/s | cores: gateway / nginx / store | download MB/s | cores: gateway / nginx / store |")
+    print(
+        "Cores = CPU seconds per wall second during the transfer (gateway: gunicorn + worker; store: SeaweedFS;"
+        " other: the rest of the machine, near 0 when it was quiet). MB = 10^6 bytes.\n"
+    )
+    cols = " / ".join(WHO)
+    print(f"| target | upload MB/s | cores: {cols} | download MB/s | cores: {cols} |")
     print("| --- | ---: | --- | ---: | --- |")
 
     def med(t: Target, k: str) -> float:
@@ -209,7 +247,7 @@ def main() -> int:
         for way, base in (("up", base_up), ("down", base_down)):
             ratio = "" if t is targets[0] else f" ({med(t, way) / base:.2f}×)"
             row.append(f"{med(t, way):,.0f}{ratio}")
-            row.append(" / ".join(f"{med(t, f'{way} {who}'):.2f}" for who in ("gateway", "nginx", "store")))
+            row.append(" / ".join(f"{med(t, f'{way} {who}'):.2f}" for who in WHO))
         print("| " + " | ".join(row) + " |")
     print(
         f"\n{os.cpu_count()} CPU cores; curl, nginx, gunicorn and SeaweedFS share them. nginx spooled nothing to disk."

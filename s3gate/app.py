@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 
 from aiohttp import web
 
-from . import keys, logformat, metrics
+from . import keyring, keys, logformat, metrics
 from . import settings as settings_mod
 from .auth.database import database_path, is_server_url
 from .errors import ConfigError
@@ -43,8 +43,9 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _links_ctx(app: web.Application) -> AsyncIterator[None]:
-    path = Path(app[keys.SETTINGS].data_dir) / "link-signing.key"
-    app[keys.LINKS] = signer = await asyncio.to_thread(LinkSigner.load_or_create, path)
+    settings = app[keys.SETTINGS]
+    key = await asyncio.to_thread(keyring.server_key, settings.data_dir, settings.secret_file, "link-signing")
+    app[keys.LINKS] = signer = LinkSigner(key)
     app[keys.CURSORS] = CursorBox(signer.derive("listing-cursors"))
     yield
 

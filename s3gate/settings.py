@@ -206,7 +206,14 @@ class Settings:
         "Password for the 'admin' account created at first start when there are no users. Empty = a random one, printed once and stored in <data_dir>/admin-password (mode 0600).",
         secret=True,
     )
-    users_db: str = setting("users.db", "The users database: an SQLite file (a relative path is inside data_dir).")
+    users_db: str = setting(
+        "users.db",
+        "The users database: an SQLite file (a relative path is inside data_dir), or postgresql://USER@HOST/DB for several gateways sharing one (password from ~/.pgpass or PGPASSWORD rather than the URL).",
+    )
+    secret_file: str = setting(
+        "",
+        "A file holding a random secret (at least 32 bytes) from which the link-signing and password-proof keys are derived. Required with a postgresql:// users_db: give every instance the same file. Empty = keys in <data_dir>/link-signing.key and password-proof.key.",
+    )
     password_min_length: int = setting(12, "Shortest password accepted when setting one.")
     session_ttl: int = setting(
         12 * 3600,
@@ -214,7 +221,7 @@ class Settings:
     )
     password_cache_ttl: int = setting(
         60,
-        "Seconds a verified Basic password stays proven for the client address that proved it, counted from its last use: every worker then accepts it without argon2, and a lock on the user name (someone else guessing) does not apply to it. Kept in the users database as a keyed hash (key in <data_dir>/password-proof.key), never the password. 0 = verify every time. A password change or disabling the user takes effect at once regardless.",
+        "Seconds a verified Basic password stays proven for the client address that proved it, counted from its last use: every worker then accepts it without argon2, and a lock on the user name (someone else guessing) does not apply to it. Kept in the users database as a keyed hash (key in <data_dir>/password-proof.key, or derived from secret_file), never the password. 0 = verify every time. A password change or disabling the user takes effect at once regardless.",
     )
     login_delay: float = setting(
         1.0,
@@ -249,6 +256,11 @@ class Settings:
             problems.append("workers must be >= 0 (0 = one per CPU core)")
         if not self.data_dir:
             problems.append("data_dir must not be empty")
+        if self.users_db.startswith(("postgresql://", "postgres://")) and not self.secret_file:
+            problems.append(
+                "secret_file is required with a postgresql:// users_db: every instance must sign links and "
+                "check password proofs with the same keys (openssl rand -base64 48 > FILE; give each instance FILE)"
+            )
         if self.log_level.lower() not in LOG_LEVELS:
             problems.append(f"log_level must be one of {', '.join(LOG_LEVELS)}")
         if self.log_format not in ("text", "json"):

@@ -37,7 +37,9 @@ class PostgresServer:
     def __init__(self, root: Path | None = None):
         bindir = binaries()
         if bindir is None:
-            raise RuntimeError("PostgreSQL is needed for these tests: ./run.sh test installs it (apt-get install postgresql)")
+            raise RuntimeError(
+                "PostgreSQL is needed for these tests: ./run.sh test installs it (apt-get install postgresql)"
+            )
         self.bindir = bindir
         self.as_root = os.geteuid() == 0
         # The postgres user must reach its folders: pytest's own tmp folders are root's, mode 0700.
@@ -67,7 +69,17 @@ class PostgresServer:
             f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1 -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
         )
-        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.root / "log"), "-w", "start")
+        self._run(
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-o",
+            options,
+            "-l",
+            str(self.root / "log"),
+            "-w",
+            "start",
+        )
 
     def stop(self) -> None:
         subprocess.run(

@@ -22,9 +22,9 @@ from ..errors import ConfigError, GatewayError
 from . import audit
 from .bootstrap import run_sync
 from .config import AuthConfig, check, parse_duration, utc_time
+from .database import database_path, is_server_url
 from .rules import Rule, RuleError, parse_actions, parse_target
 from .service import AuthService, running_service, token_json
-from .database import database_path, is_server_url
 from .store import ANONYMOUS
 
 

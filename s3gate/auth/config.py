@@ -18,6 +18,7 @@ class AuthConfig:
     enabled: bool
     data_dir: str
     users_db: str
+    secret_file: str  # shared by every instance; keys the password proofs (s3gate.keyring)
     password_min_length: int
     session_ttl: int
     password_cache_ttl: int
@@ -62,6 +63,7 @@ def check(settings) -> AuthConfig:
         enabled=settings.auth,
         data_dir=settings.data_dir,
         users_db=settings.users_db,
+        secret_file=settings.secret_file,
         password_min_length=settings.password_min_length,
         session_ttl=settings.session_ttl,
         password_cache_ttl=settings.password_cache_ttl,

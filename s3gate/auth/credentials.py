@@ -12,10 +12,6 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from pathlib import Path
-
-from ..errors import ConfigError
-from ..private import load_or_create_secret
 
 TOKEN_PREFIX = "s3g_"
 _TOKEN_RE = re.compile(r"^s3g_[A-Za-z0-9_-]{43}$")
@@ -50,15 +46,3 @@ def new_session_id() -> str:
 
 def well_formed_session(value: str) -> bool:
     return bool(_SESSION_RE.match(value))
-
-
-def load_or_create_key(path: Path) -> bytes:
-    """A 32-byte server secret kept in a private file, created on first use (safe when several workers start at once)."""
-    raw = load_or_create_secret(path, lambda: secrets.token_bytes(32).hex().encode())
-    try:
-        key = bytes.fromhex(raw.decode().strip())
-    except ValueError:
-        key = b""
-    if len(key) < 32:
-        raise ConfigError(f"{path} is damaged; delete it to make a new one")
-    return key

@@ -267,7 +267,7 @@ class PostgresDatabase(Database):
         self._pool = pool
 
     @classmethod
-    async def open(cls, url: str, *, max_size: int = 8, timeout: float = 10.0) -> PostgresDatabase:
+    async def open(cls, url: str, *, max_size: int = 8, wait: float = 10.0) -> PostgresDatabase:
         pool = psycopg_pool.AsyncConnectionPool(
             url,
             min_size=1,
@@ -278,7 +278,7 @@ class PostgresDatabase(Database):
             name="s3gate-users",
         )
         try:
-            await pool.open(wait=True, timeout=timeout)
+            await pool.open(wait=True, timeout=wait)
         except psycopg_pool.PoolTimeout:
             reason = await _why_not(url)
             await pool.close()

@@ -15,10 +15,10 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import argon2
 
+from .. import keyring
 from ..errors import BadRequest, NotFound, TooManyRequests, Unauthorized
 from . import audit, credentials
 from .config import MAX_DURATION, AuthConfig, utc_time
@@ -30,7 +30,6 @@ from .throttle import Throttle, address_key
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$")
 TOKEN_TOUCH_EVERY = 60.0  # seconds between last_used_at writes for one token
-PROOF_KEY_FILE = "password-proof.key"  # in data_dir: keys the proofs, so the database alone cannot test guesses
 
 
 class InvalidCredentials(Unauthorized):
@@ -230,8 +229,9 @@ class AuthService:
     async def _proof_digest(self, user_id: int, password: str) -> str:
         """HMAC(server key, user id + password): what a proof stores instead of the password."""
         if self._proof_key is None:
-            path = Path(self.config.data_dir) / PROOF_KEY_FILE
-            self._proof_key = await asyncio.to_thread(credentials.load_or_create_key, path)
+            self._proof_key = await asyncio.to_thread(
+                keyring.server_key, self.config.data_dir, self.config.secret_file, "password-proof"
+            )
         msg = f"s3gate-proof-v1\0{user_id}\0".encode() + password.encode("utf-8", "surrogatepass")
         return hmac.new(self._proof_key, msg, hashlib.sha256).hexdigest()
 

@@ -134,7 +134,9 @@ class SQLStore(Store):
 
     async def all_rules(self) -> dict[int, list[Rule]]:
         out: dict[int, list[Rule]] = {}
-        for uid, b, p, a in await self.db.all("SELECT user_id, bucket, prefix, actions FROM rules ORDER BY bucket, prefix"):
+        for uid, b, p, a in await self.db.all(
+            "SELECT user_id, bucket, prefix, actions FROM rules ORDER BY bucket, prefix"
+        ):
             out.setdefault(uid, []).append(Rule(b, p, _actions(a)))
         return out
 

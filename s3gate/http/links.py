@@ -2,8 +2,9 @@
 
 Used where clients cannot reach S3 itself (the embedded store on loopback):
 anyone holding the link may fetch that one object until it expires. The key
-lives in the data directory (mode 0600) so links survive restarts and are
-valid on every worker.
+comes from ``s3gate.keyring`` (a private file in data_dir, or derived from the
+shared ``secret_file``), so links survive restarts and are valid on every
+worker and, with a shared secret, on every instance.
 """
 
 from __future__ import annotations
@@ -11,16 +12,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import secrets
 import time
-from pathlib import Path
 from urllib.parse import urlencode
 
 from aiohttp import web
 
 from .. import keys
-from ..errors import ConfigError, Forbidden
-from ..private import load_or_create_secret
+from ..errors import Forbidden
 from .paths import object_path
 
 
@@ -33,18 +31,6 @@ class LinkSigner:
         if len(secret) < 32:
             raise ValueError("link-signing key must be at least 32 bytes")
         self._secret = secret
-
-    @classmethod
-    def load_or_create(cls, path: Path) -> LinkSigner:
-        """Read the key, or create it (safe when several workers start at once)."""
-        raw = load_or_create_secret(path, lambda: secrets.token_bytes(32).hex().encode())
-        try:
-            return cls(bytes.fromhex(raw.decode().strip()))
-        except ValueError:
-            raise ConfigError(
-                f"link-signing key {path} is damaged; delete it to make a new one "
-                "(links handed out so far stop working)"
-            ) from None
 
     def derive(self, purpose: str) -> bytes:
         """A 32-byte key for another purpose (listing cursors), independent of the link MACs."""

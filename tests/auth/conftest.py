@@ -41,7 +41,7 @@ class FakeClock:
 
 # The users database of the test being run: the store-facing tests run once on
 # SQLite and once on PostgreSQL (see users_backend below).
-_users_db: list[str] = []
+_users_db: list[tuple[str, str]] = []  # (users_db, secret_file)
 
 
 def pytest_generate_tests(metafunc):
@@ -51,14 +51,20 @@ def pytest_generate_tests(metafunc):
 
 
 @pytest.fixture
-def users_backend(request, monkeypatch):
-    """Which database this test's users live in; the CLI's environment says the same."""
+def users_backend(request, monkeypatch, tmp_path_factory):
+    """Which database this test's users live in; the CLI's environment says the same.
+
+    PostgreSQL needs the shared secret_file (as every instance of a cluster gets).
+    """
     if request.param == "postgresql":
         url = request.getfixturevalue("postgres").create_database()
+        secret = tmp_path_factory.mktemp("secret") / "secret"
+        secret.write_text("s" * 48)
         monkeypatch.setenv("S3GATE_USERS_DB", url)
-        _users_db.append(url)
+        monkeypatch.setenv("S3GATE_SECRET_FILE", str(secret))
+        _users_db.append((url, str(secret)))
         yield "postgresql"
-        _users_db.remove(url)
+        _users_db.pop()
     else:
         yield "sqlite"
 
@@ -66,7 +72,8 @@ def users_backend(request, monkeypatch):
 def make_settings(tmp_path: Path, **overrides):
     overrides.setdefault("data_dir", str(tmp_path / "data"))
     if _users_db:
-        overrides.setdefault("users_db", _users_db[-1])
+        overrides.setdefault("users_db", _users_db[-1][0])
+        overrides.setdefault("secret_file", _users_db[-1][1])
     overrides.setdefault("auth", True)
     overrides.setdefault("login_delay", 0.0)
     return settings_mod.load(environ={}, use_file=False, **overrides)

@@ -22,11 +22,14 @@ from .conftest import PASSWORD
 pytestmark = pytest.mark.usefixtures("users_backend")  # SQLite, then PostgreSQL
 
 
+CLUSTER_ENV = ("S3GATE_USERS_DB", "S3GATE_SECRET_FILE")  # set by users_backend for the PostgreSQL run
+
+
 @pytest.fixture
 def data_dir(tmp_path, monkeypatch, users_backend):
     monkeypatch.chdir(tmp_path)  # no config/s3gate.toml from the repo
     for name in list(os.environ):
-        if name.startswith("S3GATE_") and not (name == "S3GATE_USERS_DB" and users_backend == "postgresql"):
+        if name.startswith("S3GATE_") and not (name in CLUSTER_ENV and users_backend == "postgresql"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("S3GATE_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("S3GATE_LOGIN_DELAY", "0")  # tests below log in right after a failure

@@ -66,7 +66,11 @@ async def make_v1(db):
                 (uid, name, f"$argon2id${name}", admin, now),
             )
         # v1 kept prefixes as typed: 'docs' and 'docs/' were two rules.
-        for bucket, prefix, actions in (("files", "docs", "read"), ("files", "docs/", "list,write"), ("photos", "", "read")):
+        for bucket, prefix, actions in (
+            ("files", "docs", "read"),
+            ("files", "docs/", "list,write"),
+            ("photos", "", "read"),
+        ):
             await c.run(
                 "INSERT INTO rules (user_id, bucket, prefix, actions) VALUES (1, ?, ?, ?)", (bucket, prefix, actions)
             )
@@ -90,7 +94,10 @@ async def test_migrates_from_version_1_keeping_data(tmp_path, users_db):
         assert (await store.get_user("root")).admin
         rules = await store.rules_for(alice.id)
         # 'docs' became the folder 'docs/' and merged with the existing 'docs/' rule.
-        assert rules == [Rule("files", "docs/", frozenset({"read", "list", "write"})), Rule("photos", "", frozenset({"read"}))]
+        assert rules == [
+            Rule("files", "docs/", frozenset({"read", "list", "write"})),
+            Rule("photos", "", frozenset({"read"})),
+        ]
         session = await store.session_by_digest("h")
         assert session is not None and session.remote == ""
         assert await store.list_tokens() == []
@@ -208,7 +215,10 @@ async def test_sqlite_is_never_touched_on_the_loop(tmp_path):
 @pytest.mark.sqlite_only
 async def test_an_unreachable_postgresql_is_a_clear_error_without_the_password():
     with pytest.raises(ConfigError) as caught:
-        await PostgresDatabase.open("postgresql://gate:hunter2@127.0.0.1:1/users", timeout=1.0)
+        await PostgresDatabase.open("postgresql://gate:hunter2@127.0.0.1:1/users", wait=1.0)
     assert "cannot connect" in str(caught.value)
     assert "hunter2" not in str(caught.value)
-    assert redact_url("postgresql://u:p@h/d?password=x&sslmode=require") == "postgresql://u:***@h/d?password=***&sslmode=require"
+    assert (
+        redact_url("postgresql://u:p@h/d?password=x&sslmode=require")
+        == "postgresql://u:***@h/d?password=***&sslmode=require"
+    )

@@ -98,10 +98,13 @@ def certificate(root: Path) -> list[tuple[str, str, int]]:
     ]
 
 
-def write_config(root: Path, upstream: int) -> tuple[int, int]:
+def write_config(root: Path, upstream: int | list[int]) -> tuple[int, int]:
     """ROOT/nginx.conf: the shipped site on two free loopback ports (returned: http, https) in front of
-    127.0.0.1:UPSTREAM, with its certificate (ROOT/cert.pem), temp dirs and certbot's webroot in ROOT.
-    Run it with `nginx -p ROOT -c ROOT/nginx.conf -g 'daemon off;'` (also bench/tls.py)."""
+    127.0.0.1:UPSTREAM (several ports: one upstream of several servers, round-robin), with its certificate
+    (ROOT/cert.pem), temp dirs and certbot's webroot in ROOT.
+    Run it with `nginx -p ROOT -c ROOT/nginx.conf -g 'daemon off;'` (also bench/tls.py, bench/cluster.py)."""
+    ports = [upstream] if isinstance(upstream, int) else upstream
+    servers = "\n    ".join(f"server 127.0.0.1:{port};" for port in ports)
     for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi", "webroot"):
         (root / sub).mkdir(parents=True)
     http_port, https_port = free_port(), free_port()
@@ -112,7 +115,7 @@ def write_config(root: Path, upstream: int) -> tuple[int, int]:
             ("return 308 https://$host$request_uri;", f"return 308 https://$host:{https_port}$request_uri;", 1),
             ("server_name files.example.org;", "server_name 127.0.0.1;", 2),
             ("root /var/www/html;", f"root {root}/webroot;", 1),
-            ("server 127.0.0.1:5000;", f"server 127.0.0.1:{upstream};", 1),
+            ("server 127.0.0.1:5000;", servers, 1),
             *certificate(root),
         ],
     )

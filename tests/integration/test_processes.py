@@ -467,12 +467,13 @@ def test_serve_refuses_a_store_port_another_process_holds(tmp_path):
 
 
 # -- several workers starting at once ------------------------------------------------
-def _load_link_key(path: str, barrier, results) -> None:
+def _load_link_key(data_dir: str, barrier, results) -> None:
     from s3gate.http.links import LinkSigner
+    from s3gate.keyring import server_key
 
     barrier.wait()
     try:
-        signer = LinkSigner.load_or_create(Path(path))
+        signer = LinkSigner(server_key(data_dir, "", "link-signing"))
         results.put(("ok", signer.sign("b", "k", lifetime=60, now=1_000_000)["sig"]))
     except Exception as exc:  # reported to the test, not swallowed
         results.put(("crash", f"{type(exc).__name__}: {exc}"))
@@ -488,7 +489,7 @@ def test_workers_starting_together_share_one_link_key(tmp_path):
     workers, rounds = 2, 40
     outcomes: dict[str, int] = {}
     for n in range(rounds):
-        path = tmp_path / f"data-{n}" / "link-signing.key"
+        path = tmp_path / f"data-{n}"
         barrier, results = ctx.Barrier(workers), ctx.Queue()
         procs = [ctx.Process(target=_load_link_key, args=(str(path), barrier, results)) for _ in range(workers)]
         for p in procs:

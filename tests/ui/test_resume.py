@@ -4,8 +4,8 @@ A 200 MiB file goes through an upload session (40 parts of 5 MiB here). Each
 test cuts it mid-way at a known point: once S3 holds at least a quarter of
 the parts, the test takes the gateway's whole upload memory budget, so every
 part request after that waits unread (TCP backpressure, nothing fails) —
-then the real cut: the browser goes offline through DevTools, or the page is
-closed and opened again. The budget is given back and the page must finish
+then the real cut: the browser goes offline through DevTools, the gateway
+restarts, or the page is closed and opened again. The budget is given back and the page must finish
 by itself, sending again only what S3 does not hold. What the page sent is
 counted from the requests Chromium made; what landed is read from SeaweedFS.
 """
@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from s3gate import keys
-from tests.integration.conftest import PART, eventually
+from s3gate.app import create_app
+from tests.integration.conftest import PART, GatewayServer, eventually
 from tests.ui.conftest import Site
 from tests.ui.test_page import open_folder, sign_in, uploads_settled
 
@@ -81,22 +82,54 @@ async def test_network_drop_pauses_and_resumes_by_itself(browser, site: Site, bi
     await page.set_input_files("#pick-files", str(path))
 
     await freeze_once_a_quarter_is_stored(site, "big.bin")
-    held = await site.store.parts_done(site.bucket, "big.bin")
-    await page.context.set_offline(True)  # DevTools: the network is gone, requests in flight fail
+    await page.context.set_offline(True)  # DevTools: the network is gone; new requests fail at once
+    thaw(site)  # the parts already on their way land; the next ones cannot leave the browser
     await page.wait_for_selector('#uploads[data-paused="1"]', state="attached", timeout=30_000)
     assert await page.locator("#active-list .item.sending").count() == 1  # paused, not failed
-    thaw(site)
-    await page.context.set_offline(False)
+    held = await site.store.parts_done(site.bucket, "big.bin")
+    assert PARTS // 4 <= held < PARTS  # cut mid-way
+    await page.context.set_offline(False)  # back online: it goes on by itself
 
     state = await uploads_settled(page, 1)
     assert state["done"] == "1" and state["failed"] == "0", state
     assert await stored_digest(site, "big.bin") == digest
     assert await site.store.open_uploads(site.bucket) == []
-    assert held < PARTS  # it really was cut mid-way
-    sent_again = len(started) - PARTS
-    assert 0 < sent_again, started  # the parts cut off were sent again...
-    assert sent_again * PART < SIZE / 4, started  # ...and only those: far less than a quarter
     assert sorted(set(started)) == list(range(1, PARTS + 1))
+    assert (len(started) - PARTS) * PART < SIZE / 4, started  # re-sent: less than a quarter
+
+
+async def restart_gateway(site: Site) -> GatewayServer:
+    """The gateway stops (its part requests in flight answer 503) and starts again on the same port and data."""
+    old = site.gateway.server
+    port = old.port
+    await old.close()
+    new = GatewayServer(create_app(site.gateway.settings))
+    new.port = port  # the page's origin (and cookie) stay the same
+    await new.start_server()
+    site.gateway.server = new
+    return new
+
+
+async def test_gateway_restart_mid_upload_resends_only_what_was_cut(browser, site: Site, big_file):
+    path, digest = big_file
+    page = await sign_in(browser, site)
+    await open_folder(page, site)
+    started = part_puts(page)
+    await page.set_input_files("#pick-files", str(path))
+
+    await freeze_once_a_quarter_is_stored(site, "big.bin")
+    new = await restart_gateway(site)  # the parts waiting in the old gateway are cut off
+    try:
+        state = await uploads_settled(page, 1)
+        assert state["done"] == "1" and state["failed"] == "0", state
+        assert await stored_digest(site, "big.bin") == digest
+        assert await site.store.open_uploads(site.bucket) == []
+        sent_again = len(started) - PARTS
+        assert 0 < sent_again, started  # the parts cut off were sent again...
+        assert sent_again * PART < SIZE / 4, started  # ...and little else
+        assert sorted(set(started)) == list(range(1, PARTS + 1))
+    finally:
+        await new.close()
 
 
 async def test_after_a_reload_only_missing_parts_are_sent(browser, site: Site, big_file):
