@@ -19,6 +19,7 @@ from aiohttp import web
 from . import keyring, keys, logformat, metrics
 from . import settings as settings_mod
 from .auth.database import database_path, is_server_url
+from .auth.sql import open_store
 from .errors import ConfigError
 from .http import authn, middlewares, resumable, routes
 from .http.accesslog import AccessLogger
@@ -30,7 +31,7 @@ from .http.uploads import UploadRegistry
 from .memory import pin_mmap_threshold
 from .settings import Settings
 from .storage.budget import MemoryBudget
-from .storage.journal import UploadJournal, sweep_forever
+from .storage.journal import DatabaseEntries, FileEntries, JournalEntries, UploadJournal, sweep_forever
 from .storage.s3 import Storage
 
 log = logging.getLogger("s3gate")
@@ -52,21 +53,32 @@ async def _links_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _journal_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
-    app[keys.JOURNAL] = journal = await asyncio.to_thread(UploadJournal, Path(settings.data_dir) / "uploads")
-    # From start-up on: abort the uploads no live request owns (a worker killed
-    # mid-upload, an abort that failed while S3 was down); stale ones too if set.
-    sweeper = asyncio.create_task(
-        sweep_forever(
-            journal,
-            app[keys.STORAGE],
-            settings.abort_stale_uploads_hours,
-            also=lambda: resumable.sweep_expired(app),  # expired upload sessions: their own rows, not the journal's
+    async with contextlib.AsyncExitStack() as stack:
+        where: JournalEntries
+        if is_server_url(settings.users_db):
+            # Several instances: entries live in the shared database (a small pool of its own),
+            # so any instance's sweeper can abort what a dead instance left.
+            store = await open_store(settings.data_dir, settings.users_db)
+            stack.push_async_callback(store.close)
+            where = DatabaseEntries(store, settings.upload_sweep_seconds)
+        else:
+            where = await asyncio.to_thread(FileEntries, Path(settings.data_dir) / "uploads")
+        app[keys.JOURNAL] = journal = await asyncio.to_thread(UploadJournal, where)  # reads /proc
+        # From start-up on: abort the uploads no live request owns (a worker killed
+        # mid-upload, an abort that failed while S3 was down); stale ones too if set.
+        sweeper = asyncio.create_task(
+            sweep_forever(
+                journal,
+                app[keys.STORAGE],
+                settings.abort_stale_uploads_hours,
+                every=settings.upload_sweep_seconds,
+                also=lambda: resumable.sweep_expired(app),  # expired upload sessions: their own rows, not the journal's
+            )
         )
-    )
-    yield
-    sweeper.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await sweeper
+        yield
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
 
 
 def create_app(settings: Settings) -> web.Application:

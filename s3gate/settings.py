@@ -189,7 +189,11 @@ class Settings:
     )
     abort_stale_uploads_hours: float = setting(
         0.0,
-        "If > 0, also abort multipart uploads started by s3gate that are older than this many hours, even if a request still owns them (checked every 10 minutes). Orphans (no live request owns them) are aborted at start-up and every 10 minutes regardless. Others' uploads are never touched.",
+        "If > 0, also abort multipart uploads started by s3gate that are older than this many hours, even if a request still owns them (checked every upload_sweep_seconds). Orphans (no live request owns them) are aborted at start-up and every upload_sweep_seconds regardless. Others' uploads are never touched.",
+    )
+    upload_sweep_seconds: float = setting(
+        600.0,
+        "Seconds between two rounds of the upload sweeper (orphaned, stale and expired uploads). With a postgresql:// users_db, a worker of another host silent for 3 rounds counts as gone.",
     )
     upload_session_hours: float = setting(
         24.0,
@@ -299,6 +303,8 @@ class Settings:
             problems.append("shutdown_timeout must be > 0")
         if not self.abort_stale_uploads_hours >= 0:
             problems.append("abort_stale_uploads_hours must be >= 0")
+        if not 1 <= self.upload_sweep_seconds <= 86400:
+            problems.append("upload_sweep_seconds must be between 1 and 86400")
         if not 0 < self.upload_session_hours <= 24 * 365:
             problems.append("upload_session_hours must be > 0 and at most a year (8760)")
         if self.download_mode not in ("proxy", "redirect"):

@@ -45,8 +45,7 @@ RUN = {"Using it from the console"}  # a "## " chapter: all its "### " sections
 NOT_RUN = {
     "Two commands": "starts the server and the whole test suite",
     "Users and permissions": "needs an interactive password prompt (a TTY) and users that do not exist",
-    "Settings": "uses AWS S3 credentials",
-    "Deployment": "sudo, nginx, certbot, systemd; its gunicorn block runs in test_gunicorn_command_as_printed",
+    "Deploying": "sudo, nginx, certbot, systemd; its gunicorn block runs in test_gunicorn_command_as_printed",
 }
 
 
@@ -95,7 +94,7 @@ def make_inputs(work: Path) -> None:
     (work / "hello.txt").write_text("hello\n")
     for name in ("a.txt", "b.txt", "c.txt"):
         (work / name).write_text(f"{name}\n")
-    (work / "big.iso").write_bytes(secrets.token_bytes(300_000))
+    (work / "big.iso").write_bytes(secrets.token_bytes(11_000_000))  # 3 parts in "Resumable uploads"
     (work / "report.pdf").write_bytes(b"%PDF-1.4 not really\n")
     (work / "photos" / "2026").mkdir(parents=True)
     (work / "photos" / "cat.jpg").write_bytes(secrets.token_bytes(5000))
@@ -132,11 +131,12 @@ async def test_console_recipes_run_as_printed(start_gateway, store, bucket, tmp_
     assert "hello.txt" not in keys  # the seed's delete
     assert not [k for k in keys if k.startswith("photos/")], keys  # the recursive delete
     assert await store.get(bucket, "isos/big.iso") == (work / "big.iso").read_bytes()
+    assert await store.get(bucket, "videos/big.iso") == (work / "big.iso").read_bytes()  # resumable, in parts
 
 
 # -- the deployment's gunicorn command ---------------------------------------------------
 def gunicorn_block() -> str:
-    found = [code for chapter, _, code in sh_blocks() if chapter == "Deployment" and "gunicorn" in code]
+    found = [code for chapter, _, code in sh_blocks() if chapter == "Deploying" and "gunicorn" in code]
     assert len(found) == 1, found
     return found[0]
 

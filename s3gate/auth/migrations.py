@@ -158,11 +158,31 @@ V4 = [
 ]
 
 
+V5 = [
+    # The upload journal (s3gate/storage/journal.py) when several instances share
+    # this database: one row per open multipart upload s3gate started.
+    """CREATE TABLE upload_journal (
+        upload_id TEXT PRIMARY KEY,
+        bucket TEXT NOT NULL,
+        object_key TEXT NOT NULL,
+        started_at REAL NOT NULL,
+        pid INTEGER,
+        owner TEXT,
+        journal TEXT
+    )""",
+    # Workers say they are alive here (a worker of another host cannot be looked up).
+    "CREATE TABLE gateway_workers (owner TEXT PRIMARY KEY, seen_at REAL NOT NULL)",
+    # Turns between sweepers of every instance: whoever holds an unexpired lease.
+    "CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, until_at REAL NOT NULL)",
+]
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "users, rules, sessions", tuple(V1)),
     Migration(2, "disabled users, tokens, login counters; folder prefixes", tuple(V2), _v2_folders),
     Migration(3, "proven passwords shared by all workers", tuple(V3)),
     Migration(4, "resumable upload sessions", tuple(V4)),
+    Migration(5, "the upload journal, workers and leases, shared by instances", tuple(V5)),
 )
 LATEST = MIGRATIONS[-1].version
 

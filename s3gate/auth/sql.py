@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable
 from dataclasses import astuple
 from pathlib import Path
+from typing import Any
 
 from .database import Database, Tx, open_database
 from .migrations import current_version, migrate
@@ -305,11 +306,56 @@ class SQLStore(Store):
     async def clear_failures(self, key: str) -> bool:
         return await self.db.run("DELETE FROM login_failures WHERE key = ?", (key,)) > 0
 
+    # -- the shared upload journal ----------------------------------------------
+    async def journal_add(self, entry: dict[str, Any]) -> None:
+        await self.db.run(
+            "INSERT INTO upload_journal (upload_id, bucket, object_key, started_at, pid, owner, journal) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (upload_id) DO NOTHING",
+            tuple(entry.get(k) for k in ("upload_id", "bucket", "key", "started", "pid", "owner", "journal")),
+        )
+
+    async def journal_remove(self, upload_id: str) -> None:
+        await self.db.run("DELETE FROM upload_journal WHERE upload_id = ?", (upload_id,))
+
+    async def journal_entries(self) -> list[dict[str, Any]]:
+        rows = await self.db.all(
+            "SELECT upload_id, bucket, object_key, started_at, pid, owner, journal FROM upload_journal ORDER BY started_at"
+        )
+        names = ("upload_id", "bucket", "key", "started", "pid", "owner", "journal")
+        return [dict(zip(names, row, strict=True)) for row in rows]
+
+    async def journal_has(self, upload_id: str) -> bool:
+        return await self.db.one("SELECT 1 FROM upload_journal WHERE upload_id = ?", (upload_id,)) is not None
+
+    async def worker_alive(self, owner: str, now: float) -> None:
+        await self.db.run(
+            "INSERT INTO gateway_workers (owner, seen_at) VALUES (?, ?) "
+            "ON CONFLICT (owner) DO UPDATE SET seen_at = excluded.seen_at",
+            (owner, now),
+        )
+
+    async def workers_seen_since(self, since: float) -> set[str]:
+        return {r[0] for r in await self.db.all("SELECT owner FROM gateway_workers WHERE seen_at >= ?", (since,))}
+
+    async def take_lease(self, name: str, holder: str, now: float, seconds: float) -> bool:
+        # One statement: the row's lock makes two takers at once see each other.
+        row = await self.db.one(
+            "INSERT INTO leases (name, holder, until_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until_at = excluded.until_at "
+            "WHERE leases.until_at <= ? OR leases.holder = excluded.holder RETURNING holder",
+            (name, holder, now + seconds, now),
+        )
+        return row is not None and row[0] == holder
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        await self.db.run("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder))
+
     async def purge(self, now: float, forget_before: float) -> None:
         async with self.db.transaction() as tx:
             await tx.run("DELETE FROM sessions WHERE expires_at <= ?", (now,))
             await tx.run("DELETE FROM password_proofs WHERE expires_at <= ?", (now,))
             await tx.run("DELETE FROM login_failures WHERE last_at < ? AND blocked_until <= ?", (forget_before, now))
+            await tx.run("DELETE FROM gateway_workers WHERE seen_at < ?", (forget_before - 86400,))
 
     # -- resumable upload sessions ------------------------------------------------
     async def create_upload_session(self, session: UploadSession) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from .rules import Rule
 
@@ -236,6 +237,32 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def expired_upload_sessions(self, now: float) -> list[UploadSession]: ...
+
+    # -- the upload journal, when instances share the database (s3gate/storage/journal.py)
+    @abc.abstractmethod
+    async def journal_add(self, entry: dict[str, Any]) -> None: ...
+
+    @abc.abstractmethod
+    async def journal_remove(self, upload_id: str) -> None: ...
+
+    @abc.abstractmethod
+    async def journal_entries(self) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    async def journal_has(self, upload_id: str) -> bool: ...
+
+    @abc.abstractmethod
+    async def worker_alive(self, owner: str, now: float) -> None: ...
+
+    @abc.abstractmethod
+    async def workers_seen_since(self, since: float) -> set[str]: ...
+
+    @abc.abstractmethod
+    async def take_lease(self, name: str, holder: str, now: float, seconds: float) -> bool:
+        """Take (or renew) the lease ``name`` unless another holder's is still running."""
+
+    @abc.abstractmethod
+    async def release_lease(self, name: str, holder: str) -> None: ...
 
     # -- housekeeping
     @abc.abstractmethod

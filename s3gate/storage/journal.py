@@ -1,8 +1,9 @@
 """A journal of the multipart uploads this gateway started, and the sweeper that aborts orphans.
 
-One small file per open upload in DATA_DIR/uploads/ (shared by all workers),
-written when the multipart upload is created and removed when it completes
-or is aborted. Each entry names its owner: the worker process (pid, plus the
+One entry per open upload, written when the multipart upload is created and
+removed when it completes or is aborted: a small file in DATA_DIR/uploads/
+(shared by the workers of one host), or, with a postgresql:// users_db, a row
+in that database (shared by every instance). Each entry names its owner: the worker process (pid, plus the
 boot id and the process's start time, so a recycled pid is not mistaken for
 it) and, inside that worker, the request's task.
 
@@ -10,13 +11,15 @@ An entry is an orphan when no live request owns it: its worker is gone
 (kill -9, a crash, power loss) or, in its own worker, the request has ended
 without removing it (an abort that failed because S3 was down). Orphans are
 aborted by every worker at start-up and every ORPHAN_SWEEP_SECONDS after, one
-worker at a time (an flock on the directory). This is safe by default: the
+worker at a time (an flock on the directory, or a lease row in the database). This is safe by default: the
 journal lists only s3gate's own uploads, and a live request's upload is never
 touched. With ``abort_stale_uploads_hours`` set, entries older than that are
 aborted too, owner or not. Uploads s3gate did not start are never touched.
 
-Owners are processes of this machine: several gateway machines must not
-share one data directory.
+A worker of another host cannot be looked up: in the database each worker
+says it is alive at every round, and one silent for OWNER_SILENCE_ROUNDS
+rounds is gone. Several gateway machines must not share one data directory;
+they share the database instead.
 """
 
 from __future__ import annotations
@@ -30,9 +33,9 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .s3 import Storage
 
@@ -40,6 +43,8 @@ log = logging.getLogger("s3gate.storage")
 
 # How often each worker looks for orphaned uploads (and, if set, stale ones).
 ORPHAN_SWEEP_SECONDS = 600.0
+# With a shared database: rounds without a word from a worker of another host before its uploads are orphans.
+OWNER_SILENCE_ROUNDS = 3
 
 
 def _boot_id() -> str:
@@ -75,24 +80,137 @@ def process_identity(pid: int) -> str | None:
     return f"{_boot_id()}/{pid}/{fields[19]}"
 
 
-class UploadJournal:
+class JournalEntries(Protocol):
+    """Where the journal's entries live and how sweepers take turns."""
+
+    shared: bool  # True: entries of other hosts' workers too (a database several instances use)
+
+    async def add(self, entry: dict[str, Any]) -> None: ...
+    async def remove(self, upload_id: str) -> None: ...
+    async def all(self) -> list[dict[str, Any]]: ...
+    async def has(self, upload_id: str) -> bool: ...
+    def turn(self) -> contextlib.AbstractAsyncContextManager[bool]:
+        """True while this sweeper has the turn; False: another one is sweeping."""
+
+    async def alive(self, owner: str) -> None:
+        """Say that ``owner`` (a worker) is alive (shared entries only)."""
+
+    async def owners_alive(self) -> set[str]: ...
+
+
+class FileEntries:
+    """One small file per entry in DATA_DIR/uploads; turns by an flock on the folder."""
+
+    shared = False
+
     def __init__(self, directory: Path):
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, upload_id: str) -> Path:
+        return self.directory / (hashlib.sha256(upload_id.encode()).hexdigest()[:32] + ".json")
+
+    def write(self, entry: dict[str, Any]) -> None:
+        path = self._path(entry["upload_id"])
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(entry))
+        os.replace(tmp, path)
+
+    def entries(self) -> list[dict[str, Any]]:
+        out = []
+        for path in self.directory.glob("*.json"):
+            try:
+                out.append(json.loads(path.read_text()))
+            except (OSError, ValueError):
+                continue
+        return out
+
+    async def add(self, entry: dict[str, Any]) -> None:
+        await asyncio.to_thread(self.write, entry)
+
+    async def remove(self, upload_id: str) -> None:
+        await asyncio.to_thread(self._path(upload_id).unlink, True)
+
+    async def all(self) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self.entries)
+
+    async def has(self, upload_id: str) -> bool:
+        return await asyncio.to_thread(self._path(upload_id).exists)
+
+    @contextlib.asynccontextmanager
+    async def turn(self) -> AsyncIterator[bool]:
+        fd = await asyncio.to_thread(os.open, self.directory, os.O_RDONLY)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # never waits
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
+
+    async def alive(self, owner: str) -> None:
+        pass
+
+    async def owners_alive(self) -> set[str]:
+        return set()
+
+
+class DatabaseEntries:
+    """Entries in the shared users database (PostgreSQL), for several gateway instances.
+
+    A worker on another host cannot be looked up in /proc: each worker says it
+    is alive at every sweep round, and an owner silent for OWNER_SILENCE_ROUNDS
+    rounds counts as gone. Sweepers take turns through a lease row, so two
+    instances never abort the same upload.
+    """
+
+    shared = True
+
+    def __init__(self, db: Any, every: float):
+        self.db = db  # an s3gate.auth SQLStore: journal_* methods
+        self.every = every
+        self.holder = secrets.token_hex(8)
+
+    async def add(self, entry: dict[str, Any]) -> None:
+        await self.db.journal_add(entry)
+
+    async def remove(self, upload_id: str) -> None:
+        await self.db.journal_remove(upload_id)
+
+    async def all(self) -> list[dict[str, Any]]:
+        return await self.db.journal_entries()
+
+    async def has(self, upload_id: str) -> bool:
+        return await self.db.journal_has(upload_id)
+
+    @contextlib.asynccontextmanager
+    async def turn(self) -> AsyncIterator[bool]:
+        # A lease, not a lock held on a connection: a sweeper that dies mid-round
+        # hands over when the lease runs out.
+        mine = await self.db.take_lease("upload-sweeper", self.holder, time.time(), self.every)
+        try:
+            yield mine
+        finally:
+            if mine:
+                await self.db.release_lease("upload-sweeper", self.holder)
+
+    async def alive(self, owner: str) -> None:
+        await self.db.worker_alive(owner, time.time())
+
+    async def owners_alive(self) -> set[str]:
+        return await self.db.workers_seen_since(time.time() - OWNER_SILENCE_ROUNDS * self.every)
+
+
+class UploadJournal:
+    def __init__(self, where: Path | JournalEntries):
+        self.store: JournalEntries = FileEntries(where) if isinstance(where, (str, Path)) else where
         self.owner = process_identity(os.getpid())
         # This journal among others in the same process (tests run several apps).
         self.instance = secrets.token_hex(8)
         # upload id -> the task of the request that owns it, in this journal.
         self._live: dict[str, asyncio.Task[Any] | None] = {}
-
-    def _path(self, upload_id: str) -> Path:
-        return self.directory / (hashlib.sha256(upload_id.encode()).hexdigest()[:32] + ".json")
-
-    def _write(self, entry: dict[str, Any]) -> None:
-        path = self._path(entry["upload_id"])
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(entry))
-        os.replace(tmp, path)
 
     async def started(self, bucket: str, key: str, upload_id: str) -> None:
         self._live[upload_id] = asyncio.current_task()
@@ -105,22 +223,20 @@ class UploadJournal:
             "owner": self.owner,
             "journal": self.instance,
         }
-        await asyncio.to_thread(self._write, entry)
+        await self.store.add(entry)
 
     async def ended(self, upload_id: str) -> None:
-        await asyncio.to_thread(self._path(upload_id).unlink, True)
+        await self.store.remove(upload_id)
         self._live.pop(upload_id, None)
 
-    def entries(self) -> list[dict[str, Any]]:
-        out = []
-        for path in self.directory.glob("*.json"):
-            try:
-                out.append(json.loads(path.read_text()))
-            except (OSError, ValueError):
-                continue
-        return out
+    async def entries(self) -> list[dict[str, Any]]:
+        return await self.store.all()
 
-    async def owned(self, entry: dict[str, Any]) -> bool:
+    async def heartbeat(self) -> None:
+        if self.owner is not None:
+            await self.store.alive(self.owner)
+
+    async def owned(self, entry: dict[str, Any], alive: set[str] | None = None) -> bool:
         """Whether a live request owns this entry's upload."""
         if entry.get("journal") == self.instance:
             task = self._live.get(entry["upload_id"])
@@ -128,13 +244,16 @@ class UploadJournal:
         pid, owner = entry.get("pid"), entry.get("owner")
         if not isinstance(pid, int) or owner is None:
             return False  # written before owners were recorded: no one can claim it
+        if self.store.shared and not _same_boot(owner, self.owner):
+            return owner in (alive or set())  # another host: only its word that it is alive
         return await asyncio.to_thread(process_identity, pid) == owner  # reads /proc: off the loop
 
     async def sweep_orphans(self, storage: Storage) -> int:
         """Abort the uploads no live request owns. Returns how many."""
+        alive = await self.store.owners_alive() if self.store.shared else None
 
         async def orphaned(entry: dict[str, Any]) -> bool:
-            return not await self.owned(entry)
+            return not await self.owned(entry, alive)
 
         return await self._sweep(storage, orphaned, "orphaned")
 
@@ -148,13 +267,12 @@ class UploadJournal:
         return await self._sweep(storage, stale, "stale")
 
     async def _sweep(self, storage: Storage, doomed, why: str) -> int:
-        with self._lock() as mine:
+        async with self.store.turn() as mine:
             if not mine:
-                return 0  # another worker is sweeping
-            entries = await asyncio.to_thread(self.entries)
+                return 0  # another worker (or instance) is sweeping
             aborted = 0
-            for entry in entries:
-                if not await doomed(entry) or not await asyncio.to_thread(self._path(entry["upload_id"]).exists):
+            for entry in await self.store.all():
+                if not await doomed(entry) or not await self.store.has(entry["upload_id"]):
                     continue  # kept, or ended since it was read
                 try:
                     await storage.abort_multipart(entry["bucket"], entry["key"], entry["upload_id"])
@@ -166,18 +284,10 @@ class UploadJournal:
                 log.info("aborted %s multipart upload of %s/%s", why, entry["bucket"], entry["key"])
             return aborted
 
-    @contextlib.contextmanager
-    def _lock(self):
-        fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                yield False
-                return
-            yield True
-        finally:
-            os.close(fd)
+
+def _same_boot(owner: str, mine: str | None) -> bool:
+    """Whether ``owner`` is a process of this machine since its last boot (the boot id leads it)."""
+    return mine is not None and owner.split("/", 1)[0] == mine.split("/", 1)[0] and "/" in owner
 
 
 async def sweep_forever(
@@ -191,6 +301,7 @@ async def sweep_forever(
     then ``also`` (expired resumable upload sessions, which the journal does not hold)."""
     while True:
         try:
+            await journal.heartbeat()
             await journal.sweep_orphans(storage)
             if hours > 0:
                 await journal.sweep(storage, hours * 3600)

@@ -205,15 +205,21 @@ async def test_bytes_sent_are_the_bytes_on_the_wire(serve, bucket, s3):
 async def test_a_redirect_raised_by_the_policy_is_counted_and_still_sent(serve, bucket):
     gw = await serve(auth=True)
     before = await gw.scrape()
-    nav = {"Accept": "text/html", "Sec-Fetch-Mode": "navigate"}
-    async with aiohttp.ClientSession() as s:
-        async with s.get(gw.url(f"/files/{bucket}/"), headers=nav, allow_redirects=False) as resp:
-            assert resp.status == 303
-            assert resp.headers["Location"].startswith("/login?next=")
-            assert resp.headers["X-Request-Id"]
+    answer = await exchange(
+        gw.port,
+        f"GET /files/{bucket}/ HTTP/1.1\r\nHost: x\r\nAccept: text/html\r\nSec-Fetch-Mode: navigate\r\n"
+        "Connection: close\r\n\r\n".encode(),
+    )
+    head = answer.partition(b"\r\n\r\n")[0].decode()
+    assert head.startswith("HTTP/1.1 303") and "\r\nLocation: /login?next=" in head and "X-Request-Id: " in head
     after = await gw.scrape()
-    labels = {"route": "/files/{bucket}/", "method": "GET", "status": "303"}
-    assert value(after, "s3gate_http_requests_total", **labels) - value(before, "s3gate_http_requests_total", **labels) == 1
+    route = {"route": "/files/{bucket}/", "method": "GET"}
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("s3gate_http_requests_total", status="303", **route) == 1
+    assert delta("s3gate_http_sent_bytes_total", **route) == len(answer)
 
 
 async def test_uploads_in_flight_then_completed_or_aborted(serve, bucket):

@@ -39,7 +39,7 @@ async def leave_upload(store, journal: UploadJournal, bucket: str, key: str, pro
         "pid": proc.pid,
         "owner": owner,
     }
-    await asyncio.to_thread(journal._write, entry)  # files, off the loop (the blocking-call guard watches)
+    await asyncio.to_thread(journal.store.write, entry)  # files, off the loop (the blocking-call guard watches)
     return upload_id
 
 
@@ -57,11 +57,11 @@ async def test_start_aborts_orphans_and_keeps_live_uploads(start_gateway, gatewa
 
         async def orphan_aborted() -> bool:
             ids = {u["UploadId"] for u in await store.open_uploads(bucket)}
-            return orphan not in ids and all(e["upload_id"] != orphan for e in await asyncio.to_thread(journal.entries))
+            return orphan not in ids and all(e["upload_id"] != orphan for e in await journal.entries())
 
         await eventually(orphan_aborted, 15, "the orphaned upload aborted at start-up")
         assert [u["UploadId"] for u in await store.open_uploads(bucket)] == [kept]
-        assert [e["upload_id"] for e in await asyncio.to_thread(journal.entries)] == [kept]
+        assert [e["upload_id"] for e in await journal.entries()] == [kept]
 
         # A request uploading in this gateway right now: a sweep leaves it alone.
         key = "incoming/stalled.bin"
@@ -76,7 +76,7 @@ async def test_start_aborts_orphans_and_keeps_live_uploads(start_gateway, gatewa
         await eventually(two_parts_in_s3, 15, "two parts of the stalled upload in S3")
         assert await gw.app[keys.JOURNAL].sweep_orphans(gw.app[keys.STORAGE]) == 0
         assert await store.parts_done(bucket, key) >= 2
-        assert sorted(e["key"] for e in await asyncio.to_thread(journal.entries)) == [key, "running/worker.bin"]
+        assert sorted(e["key"] for e in await journal.entries()) == [key, "running/worker.bin"]
         writer.close()  # the client goes away: the gateway aborts its own upload
 
         async def stalled_aborted() -> bool:

@@ -399,7 +399,8 @@ async def test_nginx_t_accepts_the_site_in_debians_main_config(tmp_path):
     assert DEBIAN_MAIN.exists(), f"{DEBIAN_MAIN} is Debian's nginx main configuration (apt-get install nginx)"
     root = tmp_path / "nginx-t"
     root.mkdir()
-    (root / "s3gate.conf").write_text(render(SITE, [*loopback(free_port(), free_port()), *certificate(root)]))
+    cert = await asyncio.to_thread(certificate, root)  # s3gate code writing files: off the loop
+    (root / "s3gate.conf").write_text(render(SITE, [*loopback(free_port(), free_port()), *cert]))
     main = render(
         DEBIAN_MAIN,
         [

@@ -35,9 +35,9 @@ async def test_journal_tracks_open_uploads(storage, bucket, tmp_path):
     journal = await asyncio.to_thread(UploadJournal, tmp_path / "uploads")  # files: off the loop, as the app does
     w = writer(storage, bucket, journal)
     await w.write(b"x" * (6 * MiB))
-    assert [e["bucket"] for e in (await asyncio.to_thread(journal.entries))] == [bucket]
+    assert [e["bucket"] for e in (await journal.entries())] == [bucket]
     await w.finish()
-    assert (await asyncio.to_thread(journal.entries)) == []
+    assert (await journal.entries()) == []
 
 
 async def test_sweeper_aborts_only_our_stale_uploads(storage, bucket, tmp_path, s3):
@@ -52,7 +52,7 @@ async def test_sweeper_aborts_only_our_stale_uploads(storage, bucket, tmp_path, 
     assert await journal.sweep(storage, older_than=3600) == 0  # not stale yet
     assert await journal.sweep(storage, older_than=0) == 1
     assert [u["UploadId"] for u in open_uploads(s3, bucket)] == [foreign]
-    assert (await asyncio.to_thread(journal.entries)) == []
+    assert (await journal.entries()) == []
 
 
 class Owner:
@@ -74,7 +74,7 @@ def leave_entry(journal: UploadJournal, s3, bucket: str, key: str, pid: int, own
     upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
     s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=1, Body=b"x" * 1024)
     entry = {"bucket": bucket, "key": key, "upload_id": upload_id, "started": time.time(), "pid": pid, "owner": owner}
-    journal._write(entry)
+    journal.store.write(entry)
     return upload_id
 
 
@@ -120,9 +120,59 @@ async def test_orphans_are_aborted_and_live_uploads_kept(storage, bucket, tmp_pa
         assert set(left) == {"other-worker.bin", "big.bin", "someone-else.bin"}, left
         assert left["other-worker.bin"] == other_worker and left["someone-else.bin"] == foreign
         assert orphan not in left.values() and recycled not in left.values()
-        assert sorted(e["key"] for e in (await asyncio.to_thread(journal.entries))) == ["big.bin", "other-worker.bin"]
+        assert sorted(e["key"] for e in (await journal.entries())) == ["big.bin", "other-worker.bin"]
 
         await w.finish()  # the live request completes as if nothing happened
         assert "big.bin" in keys_in(s3, bucket)
     finally:
         alive.exit()
+
+
+# -- several instances on one PostgreSQL --------------------------------------------------
+@pytest.fixture
+async def shared_db(postgres):
+    from s3gate.auth.sql import open_store
+
+    url = postgres.create_database()
+    stores = [await open_store("unused", url) for _ in range(2)]  # two instances, one database
+    yield stores
+    for store in stores:
+        await store.close()
+
+
+async def test_instances_sharing_a_database_abort_an_orphan_exactly_once(storage, bucket, s3, shared_db):
+    from s3gate.storage.journal import DatabaseEntries
+
+    a, b = [await asyncio.to_thread(UploadJournal, DatabaseEntries(store, 600)) for store in shared_db]
+    dead = await asyncio.to_thread(Owner)
+    orphans = [await asyncio.to_thread(leave_upload, s3, bucket, f"orphan-{n}.bin") for n in range(5)]
+    for n, upload_id in enumerate(orphans):
+        await a.store.add({"bucket": bucket, "key": f"orphan-{n}.bin", "upload_id": upload_id, "started": time.time(),
+                           "pid": dead.pid, "owner": dead.identity})
+    dead.exit()
+    # Instance b sees a's entries: the journal is shared, not per host.
+    assert sorted(e["upload_id"] for e in await b.entries()) == sorted(orphans)
+    counts = await asyncio.gather(a.sweep_orphans(storage), b.sweep_orphans(storage), a.sweep_orphans(storage))
+    assert sum(counts) == 5 and 5 in counts  # one sweeper had the turn; none aborted twice
+    assert open_uploads(s3, bucket) == [] and await a.entries() == []
+
+
+async def test_a_worker_of_another_host_is_trusted_while_it_says_it_is_alive(storage, bucket, s3, shared_db):
+    from s3gate.storage.journal import OWNER_SILENCE_ROUNDS, DatabaseEntries
+
+    here = await asyncio.to_thread(UploadJournal, DatabaseEntries(shared_db[0], 60))
+    elsewhere = "another-boot-id/4242/123456"  # no /proc here can say anything about it
+    upload_id = await asyncio.to_thread(leave_upload, s3, bucket, "remote.bin")
+    await here.store.add({"bucket": bucket, "key": "remote.bin", "upload_id": upload_id, "started": time.time(),
+                          "pid": 4242, "owner": elsewhere})
+    await shared_db[1].worker_alive(elsewhere, time.time())
+    assert await here.sweep_orphans(storage) == 0  # it spoke within the last rounds
+    await shared_db[1].worker_alive(elsewhere, time.time() - (OWNER_SILENCE_ROUNDS * 60 + 1))
+    assert await here.sweep_orphans(storage) == 1  # silent too long: gone
+    assert open_uploads(s3, bucket) == []
+
+
+def leave_upload(s3, bucket: str, key: str) -> str:
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=1, Body=b"x" * 1024)
+    return upload_id

@@ -698,7 +698,7 @@
   function backoff(attempt) {
     return new Promise((resolve) => {
       const wake = () => { clearTimeout(timer); wakers.delete(wake); resolve(); };
-      const timer = setTimeout(wake, Math.min(15000, 500 * 2 ** Math.min(attempt, 5)));
+      const timer = setTimeout(wake, Math.min(15000, 300 * 2 ** Math.min(attempt - 1, 6)));
       wakers.add(wake);
     });
   }
