@@ -36,6 +36,8 @@ system_pieces() {
     # The web page's tests drive Debian's Chromium through Playwright (tests/ui).
     [ -x /usr/bin/chromium ] || need+=(chromium)
     [ -d /usr/share/fonts/truetype/dejavu ] || need+=(fonts-dejavu-core)
+    # The shared users store's tests start a throwaway PostgreSQL server (tests/postgres.py).
+    compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null 2>&1 || need+=(postgresql)
     [ ${#need[@]} -eq 0 ] && return 0
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "run.sh: installing ${need[*]} (apt-get)" >&2

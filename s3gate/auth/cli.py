@@ -22,10 +22,10 @@ from ..errors import ConfigError, GatewayError
 from . import audit
 from .bootstrap import run_sync
 from .config import AuthConfig, check, parse_duration, utc_time
-from .database import database_path, is_server_url
+from .database import database_path, is_server_url, redact_url
 from .rules import Rule, RuleError, parse_actions, parse_target
 from .service import AuthService, running_service, token_json
-from .store import ANONYMOUS
+from .store import ANONYMOUS, StoreError
 
 
 class CommandError(Exception):
@@ -121,6 +121,49 @@ def _rule_arg(target: str, actions: str) -> Rule:
 
 
 # -- users ----------------------------------------------------------------------
+def cmd_migrate_to(args: argparse.Namespace) -> int:
+    """Copy the SQLite users database the settings name into an empty PostgreSQL one."""
+    from .sql import SQLStore, copy_store, open_store
+
+    try:
+        config: AuthConfig = check(_settings())
+        if is_server_url(config.users_db):
+            raise CommandError("users_db is already a PostgreSQL database; run this with the SQLite settings")
+        if not is_server_url(args.url):
+            raise CommandError("give the target as postgresql://USER@HOST[:PORT]/DATABASE")
+        path = database_path(config.data_dir, config.users_db)
+        if not path.exists():
+            raise CommandError(f"no users database at {path.resolve()}")
+    except (CommandError, ConfigError) as exc:
+        print(f"s3gate: {exc}", file=sys.stderr)
+        return 2
+
+    async def main() -> dict[str, int]:
+        source = await open_store(config.data_dir, config.users_db)
+        try:
+            target = await open_store(config.data_dir, args.url)
+            try:
+                assert isinstance(source, SQLStore) and isinstance(target, SQLStore)
+                return await copy_store(source, target)
+            finally:
+                await target.close()
+        finally:
+            await source.close()
+
+    try:
+        copied = run_sync(main())
+    except (StoreError, ConfigError) as exc:
+        print(f"s3gate: {exc}", file=sys.stderr)
+        return 1
+    print("copied " + ", ".join(f"{n} {table}" for table, n in copied.items()) + f" to {redact_url(args.url)}")
+    print(
+        "next, on every instance: users_db = that URL and the same secret_file "
+        "(links signed before stop working; clients sign in again only if their session ended)"
+    )
+    _record("users.migrate_to", target=redact_url(args.url), **copied)
+    return 0
+
+
 def cmd_add(args: argparse.Namespace) -> int:
     async def work(service: AuthService) -> int:
         if await service.store.get_user(args.name):
@@ -442,6 +485,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = sub.add_parser("logout", help="end all browser sessions of a user")
     p.add_argument("name")
     p.set_defaults(func=cmd_logout)
+
+    p = sub.add_parser(
+        "migrate-to",
+        help="copy this SQLite users database into an empty PostgreSQL one (for several gateways)",
+    )
+    p.add_argument("url", metavar="postgresql://USER@HOST/DATABASE")
+    p.set_defaults(func=cmd_migrate_to)
 
     tokens = subparsers.add_parser(
         "tokens",

@@ -396,6 +396,37 @@ def _upload_session(row: tuple) -> UploadSession:
     return UploadSession(sid, user_id, bucket, key, int(size), int(part_size), upload_id, name, *times)
 
 
+# What moves from SQLite to PostgreSQL, parents first. Left behind: password
+# proofs (keyed by the old per-host key: clients simply prove again) and the
+# per-host journal, workers and leases.
+COPIED_TABLES = ("users", "rules", "tokens", "token_rules", "sessions", "login_failures", "upload_sessions")
+_IDENTITY_TABLES = ("users", "rules")  # their ids come along: move the sequences past them
+
+
+async def copy_store(source: SQLStore, target: SQLStore) -> dict[str, int]:
+    """Copy every row worth keeping from an SQLite store into an empty PostgreSQL one, in one transaction."""
+    if source.db.dialect != "sqlite" or target.db.dialect != "postgresql":
+        raise ValueError("copies go from SQLite to PostgreSQL")
+    copied: dict[str, int] = {}
+    async with target.db.transaction() as tx:
+        row = await tx.one("SELECT count(*) FROM users")
+        if row and row[0]:
+            raise DuplicateUser(f"the target database already has {row[0]} user(s); give an empty one")
+        for table in COPIED_TABLES:
+            columns = [r[1] for r in await source.db.all(f"PRAGMA table_info({table})")]
+            names = ", ".join(columns)
+            rows = await source.db.all(f"SELECT {names} FROM {table}")
+            marks = ", ".join("?" * len(columns))
+            for values in rows:
+                await tx.run(f"INSERT INTO {table} ({names}) VALUES ({marks})", values)
+            copied[table] = len(rows)
+        for table in _IDENTITY_TABLES:
+            await tx.one(
+                f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT coalesce(max(id), 0) + 1 FROM {table}), false)"
+            )
+    return copied
+
+
 async def open_store(data_dir: str | Path, users_db: str) -> Store:
     """Open (creating and migrating if needed) the store the ``users_db`` setting names."""
     return await SQLStore.open(await open_database(data_dir, users_db))

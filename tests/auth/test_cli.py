@@ -313,3 +313,49 @@ async def test_users_list_drops_everyone_without_rules(data_dir, s3gate):
     assert s3gate("users", "revoke", "*", "files/pub")[0] == 0
     assert set(users_json(s3gate)) == {"alice"}
     assert not any(line.startswith("*") for line in s3gate("users", "list")[1].splitlines())
+
+
+@pytest.mark.sqlite_only  # the source is SQLite by definition; the target is the real PostgreSQL
+async def test_migrate_to_postgresql_keeps_users_rules_tokens_and_sessions(data_dir, s3gate, postgres, monkeypatch, tmp_path):
+    s3gate("users", "add", "alice", "--password-stdin", stdin=PASSWORD + "\n")
+    s3gate("users", "add", "root", "--admin", "--password-stdin", stdin=PASSWORD + "\n")
+    s3gate("users", "grant", "alice", "files/docs", "read,list")
+    s3gate("users", "grant", "*", "files/public", "read")
+    token = s3gate("tokens", "create", "alice", "--scope", "files/docs:read")[1].strip()
+    service = await open_service()
+    try:
+        alice = await service.authenticate_password("alice", PASSWORD, "10.0.0.1")
+        session_id, _ = await service.start_session(alice, "10.0.0.1")
+    finally:
+        await service.close()
+    before = users_json(s3gate)
+
+    url = postgres.create_database()
+    code, out, err = s3gate("users", "migrate-to", url)
+    assert code == 0, err
+    assert "3 users" in out and "1 tokens" in out and "1 sessions" in out  # alice, root and '*'
+
+    secret = tmp_path / "secret"
+    secret.write_text("k" * 48)
+    monkeypatch.setenv("S3GATE_USERS_DB", url)
+    monkeypatch.setenv("S3GATE_SECRET_FILE", str(secret))
+    assert users_json(s3gate) == before
+    service = await open_service()
+    try:
+        assert service.store.db.dialect == "postgresql"
+        who = await service.authenticate_token(token)
+        assert who.name == "alice" and who.may("read", "files", "docs/a") and not who.may("list", "files", "docs/")
+        assert (await service.session_principal(session_id)).name == "alice"  # still signed in
+        assert (await service.authenticate_password("root", PASSWORD, "10.0.0.2")).admin
+    finally:
+        await service.close()
+    # New rows get new ids (the sequences moved past the copied ones).
+    code, _, err = s3gate("users", "add", "carol", "--password-stdin", stdin=PASSWORD + "\n")
+    assert code == 0, err
+    # A second copy into the same database is refused: it is not empty any more.
+    monkeypatch.delenv("S3GATE_USERS_DB")
+    monkeypatch.delenv("S3GATE_SECRET_FILE")
+    code, _, err = s3gate("users", "migrate-to", url)
+    assert code == 1 and "already has" in err
+    code, _, err = s3gate("users", "migrate-to", "mysql://x/y")
+    assert code == 2 and "postgresql://" in err

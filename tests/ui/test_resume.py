@@ -21,7 +21,7 @@ import pytest
 from s3gate import keys
 from s3gate.app import create_app
 from tests.integration.conftest import PART, GatewayServer, eventually
-from tests.ui.conftest import Site
+from tests.ui.conftest import Site, keep_screenshot
 from tests.ui.test_page import open_folder, sign_in, uploads_settled
 
 pytestmark = pytest.mark.integration
@@ -74,7 +74,7 @@ async def stored_digest(site: Site, key: str) -> str:
     return hashlib.sha256(await site.store.get(site.bucket, key)).hexdigest()
 
 
-async def test_network_drop_pauses_and_resumes_by_itself(browser, site: Site, big_file):
+async def test_network_drop_pauses_and_resumes_by_itself(browser, site: Site, big_file, tmp_path):
     path, digest = big_file
     page = await sign_in(browser, site)
     await open_folder(page, site)
@@ -88,6 +88,9 @@ async def test_network_drop_pauses_and_resumes_by_itself(browser, site: Site, bi
     assert await page.locator("#active-list .item.sending").count() == 1  # paused, not failed
     held = await site.store.parts_done(site.bucket, "big.bin")
     assert PARTS // 4 <= held < PARTS  # cut mid-way
+    shot = tmp_path / "upload-paused.png"
+    await page.screenshot(path=str(shot))
+    keep_screenshot(shot)
     await page.context.set_offline(False)  # back online: it goes on by itself
 
     state = await uploads_settled(page, 1)
