@@ -58,7 +58,7 @@ async def _journal_ctx(app: web.Application) -> AsyncIterator[None]:
         if is_server_url(settings.users_db):
             # Several instances: entries live in the shared database (a small pool of its own),
             # so any instance's sweeper can abort what a dead instance left.
-            store = await open_store(settings.data_dir, settings.users_db)
+            store = await open_store(settings.data_dir, settings.users_db, pool_size=2)  # a few statements a round
             stack.push_async_callback(store.close)
             where = DatabaseEntries(store, settings.upload_sweep_seconds)
         else:

@@ -48,7 +48,9 @@ S3_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5
 
 # -- HTTP (s3gate.http.metrics.metrics_middleware) --------------------------------
 HTTP_REQUESTS = Counter(
-    "s3gate_http_requests_total", "Requests answered, by route template, method and status.", ["route", "method", "status"]
+    "s3gate_http_requests_total",
+    "Requests answered, by route template, method and status.",
+    ["route", "method", "status"],
 )
 HTTP_DURATION = Histogram(
     "s3gate_http_request_duration_seconds",
@@ -97,7 +99,9 @@ BUDGET_WAITING = Gauge(
 )
 
 # -- logins (s3gate.auth.throttle) --------------------------------------------------
-LOGIN_FAILURES = Counter("s3gate_login_failures_total", "Failed password logins (wrong password, unknown or disabled user).")
+LOGIN_FAILURES = Counter(
+    "s3gate_login_failures_total", "Failed password logins (wrong password, unknown or disabled user)."
+)
 LOGIN_LOCKOUTS = Counter(
     "s3gate_login_lockouts_total", "Failed logins that locked a user name or a client address out."
 )

@@ -325,7 +325,8 @@ async def _why_not(url: str) -> str:
     return "timed out"
 
 
-async def open_database(data_dir: str | Path, users_db: str) -> Database:
+async def open_database(data_dir: str | Path, users_db: str, *, pool_size: int = 8) -> Database:
+    """``pool_size``: PostgreSQL connections at most (each worker of each instance has its own pool)."""
     if is_server_url(users_db):
-        return await PostgresDatabase.open(users_db)
+        return await PostgresDatabase.open(users_db, max_size=pool_size)
     return await SQLiteDatabase.open(database_path(data_dir, users_db))

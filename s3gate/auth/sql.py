@@ -427,6 +427,6 @@ async def copy_store(source: SQLStore, target: SQLStore) -> dict[str, int]:
     return copied
 
 
-async def open_store(data_dir: str | Path, users_db: str) -> Store:
+async def open_store(data_dir: str | Path, users_db: str, *, pool_size: int = 8) -> SQLStore:
     """Open (creating and migrating if needed) the store the ``users_db`` setting names."""
-    return await SQLStore.open(await open_database(data_dir, users_db))
+    return await SQLStore.open(await open_database(data_dir, users_db, pool_size=pool_size))

@@ -20,6 +20,7 @@ from ..errors import Forbidden, NotFound, Unauthorized
 from .accesslog import route_label
 from .authn import BASIC_CHALLENGE, principal
 
+
 @web.middleware
 async def metrics_middleware(request: web.Request, handler):
     """Outermost: times and counts each request once, with the status and the bytes the client got.

@@ -164,9 +164,7 @@ async def _pump(writer: ObjectWriter, pieces: AsyncIterator[bytes], registry: Up
         return await _pump_untracked(writer, pieces, registry)
 
 
-async def _pump_untracked(
-    writer: ObjectWriter, pieces: AsyncIterator[bytes], registry: UploadRegistry
-) -> UploadResult:
+async def _pump_untracked(writer: ObjectWriter, pieces: AsyncIterator[bytes], registry: UploadRegistry) -> UploadResult:
     """Feed pieces to the writer; abort on any failure, disconnect or shutdown."""
     try:
         async for piece in pieces:

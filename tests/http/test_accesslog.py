@@ -72,7 +72,8 @@ async def test_one_json_object_per_request_with_its_fields_and_no_secrets(served
         port,
         f"PUT /files/{bucket}/a%22b%E2%80%A8c%5C.txt?sig=QUERYSECRET&expires=1 HTTP/1.1\r\nHost: x\r\n"
         f"Authorization: Bearer {token}\r\nX-Request-Id: rid-json-1\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body,
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        + body,
     )
     assert answer.startswith(b"HTTP/1.1 201")
     lines = access_lines(caplog, formatter("json"))
@@ -88,7 +89,7 @@ async def test_one_json_object_per_request_with_its_fields_and_no_secrets(served
         "client": "127.0.0.1",
         "method": "PUT",
         "route": "/files/{bucket}/{path}",
-        "path": f"/files/{bucket}/a\"b\u2028c\\.txt",  # decoded, exactly, by the reader's json.loads
+        "path": f'/files/{bucket}/a"b\u2028c\\.txt',  # decoded, exactly, by the reader's json.loads
         "status": 201,
         "bytes_in": 100,
         "bytes_out": len(answer),
@@ -114,7 +115,9 @@ async def test_a_request_the_parser_refused_is_a_json_line_too(served, caplog):
 async def test_text_stays_the_default_line(served, caplog):
     port, _ = served
     caplog.set_level(logging.INFO, logger="s3gate.access")
-    await exchange(port, b"GET /healthz?token=QUERYSECRET HTTP/1.1\r\nHost: x\r\nX-Request-Id: rid-t\r\nConnection: close\r\n\r\n")
+    await exchange(
+        port, b"GET /healthz?token=QUERYSECRET HTTP/1.1\r\nHost: x\r\nX-Request-Id: rid-t\r\nConnection: close\r\n\r\n"
+    )
     (line,) = access_lines(caplog, formatter("text"))
     assert line.endswith('"GET /healthz" 200 ' + line.split(" 200 ")[1])
     assert "rid=rid-t" in line and "QUERYSECRET" not in line and not line.startswith("{")

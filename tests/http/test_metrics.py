@@ -303,7 +303,9 @@ async def test_memory_budget_in_use_and_waiting():
 @pytest.mark.parametrize("fast", [True, False], ids=["lean-path", "botocore"])
 async def test_every_s3_call_is_reported_once(settings, bucket, fast):
     calls: list[tuple[str, int | None]] = []
-    async with Storage.open(replace(settings, s3_fast_path=fast), observe=lambda op, s, st: calls.append((op, st))) as st:
+    async with Storage.open(
+        replace(settings, s3_fast_path=fast), observe=lambda op, s, st: calls.append((op, st))
+    ) as st:
         await st.put(bucket, "a", b"abc", content_type="text/plain", checksum_crc32="NSRBwg==", metadata={})
         await st.head(bucket, "a")
         with pytest.raises(Exception, match="no such key"):
@@ -327,7 +329,12 @@ async def test_an_unreachable_store_is_reported(tmp_path):
     session = get_session()
     config = AioConfig(retries={"max_attempts": 1}, connect_timeout=2)
     async with session.create_client(
-        "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="k", aws_secret_access_key="s", config=config
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="k",
+        aws_secret_access_key="s",
+        config=config,
     ) as client:
         _watch_calls(client, lambda op, s, st: calls.append((op, st)))
         with pytest.raises(botocore.exceptions.EndpointConnectionError):
@@ -394,5 +401,7 @@ def test_workers_add_up_and_a_dead_workers_gauges_leave(tmp_path):
     one_dead = parse(run(SCRAPER, str(workers[0].pid)).stdout)
     assert value(one_dead, "s3gate_uploads_in_flight") == 1  # its live gauge left with it
     # Its counters stay: totals never go backwards when a worker dies.
-    assert value(one_dead, "s3gate_http_requests_total", route="/files/{bucket}/{path}", method="GET", status="200") == 2
+    assert (
+        value(one_dead, "s3gate_http_requests_total", route="/files/{bucket}/{path}", method="GET", status="200") == 2
+    )
     assert value(one_dead, "s3gate_login_failures_total") == 2

@@ -32,11 +32,23 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import psycopg
 import pytest
 
 from s3gate.embedded import free_port
 from s3gate.private import write_private
-from tests.integration.conftest import MiB, curl, eventually, random_bytes, read_response, request_head, run, sha256
+from s3gate.storage.journal import process_identity
+from tests.integration.conftest import (
+    PART,
+    MiB,
+    curl,
+    eventually,
+    random_bytes,
+    read_response,
+    request_head,
+    run,
+    sha256,
+)
 from tests.integration.test_nginx import nginx_binary, write_config
 from tests.integration.test_processes import child_env
 from tests.integration.test_proven_workers import basic, owner
@@ -120,10 +132,14 @@ class Instance:
         os.killpg(self.gunicorn.pid, signal.SIGKILL)
         self.serve.wait(30)
 
+    def terminate(self) -> None:
+        if self.serve is not None and self.serve.poll() is None:
+            self.serve.terminate()  # serve stops gunicorn (SIGTERM), which stops its workers
+
     def stop(self) -> None:
         if self.serve is None or self.serve.poll() is not None:
             return
-        self.serve.terminate()  # serve stops gunicorn (SIGTERM), which stops its workers
+        self.terminate()
         try:
             self.serve.wait(30)
         except subprocess.TimeoutExpired:
@@ -155,14 +171,26 @@ class Cluster:
         return self.a, self.b
 
 
-def cli(env: dict[str, str], *argv: str, password: str | None = None) -> str:
-    """`s3gate ARGV` as an operator runs it (against the shared PostgreSQL)."""
-    done = subprocess.run(
-        [str(BIN / "s3gate"), *argv], env=env, input=None if password is None else password + "\n",
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert done.returncode == 0, f"s3gate {' '.join(argv)}: {done.stdout}{done.stderr}"
-    return done.stdout
+def add_users(env: dict[str, str], bucket: str) -> None:
+    """alice may do everything in the bucket; carol only signs in (the target of the password guessing).
+
+    Through the auth service, in one process (four `s3gate users` commands cost seconds of start-up;
+    tests/auth/test_cli.py runs those commands against PostgreSQL).
+    """
+    from s3gate import settings as settings_mod
+    from s3gate.auth.bootstrap import run_sync
+    from s3gate.auth.config import check
+    from s3gate.auth.rules import Rule
+    from s3gate.auth.service import running_service
+
+    async def add() -> None:
+        config = check(settings_mod.load(environ=env, use_file=False))
+        async with running_service(config, audit_to_stderr=False) as service:
+            for name in ("alice", "carol"):
+                await service.add_user(name, PASSWORD)
+            await service.grant("alice", Rule.parse(f"{bucket}:all"))
+
+    run_sync(add())
 
 
 def start_nginx(root: Path, upstreams: list[int]) -> tuple[subprocess.Popen, str]:
@@ -188,9 +216,8 @@ def start_nginx(root: Path, upstreams: list[int]) -> tuple[subprocess.Popen, str
 
 
 @pytest.fixture(scope="module")
-def cluster(postgres, seaweed, tmp_path_factory):
+def whole_cluster(postgres, seaweed, tmp_path_factory):
     root = tmp_path_factory.mktemp("cluster")
-    T0 = time.monotonic(); print("\nT fixture start")
     secret_file = root / "cluster.secret"
     write_private(secret_file, (secrets.token_hex(32) + "\n").encode())  # what every instance is given
     bucket = f"cluster-{secrets.token_hex(4)}"
@@ -212,17 +239,13 @@ def cluster(postgres, seaweed, tmp_path_factory):
         S3GATE_SHUTDOWN_TIMEOUT="2",
         S3GATE_GRACEFUL_TIMEOUT="5",
         S3GATE_AUDIT_LOG="-",
+        S3GATE_UPLOAD_SWEEP_SECONDS="1",  # the sweepers' rounds (600 s by default)
     )
     a, b = (
         Instance(name, free_port(), root / f"data-{name}", {**env, "S3GATE_DATA_DIR": str(root / f"data-{name}")})
         for name in ("a", "b")
     )
-    # The operator's commands, against the shared database: alice may do everything in the bucket,
-    # carol only signs in (the target of the password-guessing test).
-    cli(a.env, "users", "add", "alice", "--password-stdin", password=PASSWORD)
-    cli(a.env, "users", "grant", "alice", bucket, "all")
-    cli(a.env, "users", "add", "carol", "--password-stdin", password=PASSWORD)
-    print("T users", time.monotonic()-T0)
+    add_users(a.env, bucket)
     nginx = None
     try:
         for instance in (a, b):
@@ -230,20 +253,30 @@ def cluster(postgres, seaweed, tmp_path_factory):
             instance.start()
         for instance in (a, b):
             instance.wait_ready()
-        print("T instances", time.monotonic()-T0)
         (root / "nginx").mkdir()
         nginx, https = start_nginx(root / "nginx", [a.port, b.port])
-        print("T nginx", time.monotonic()-T0)
         yield Cluster(a, b, https, root / "nginx" / "cert.pem", bucket, root, env)
     finally:
-        T0 = time.monotonic()
         if nginx is not None:
             nginx.terminate()
             nginx.wait(10)
         for instance in (a, b):
+            instance.terminate()
+        for instance in (a, b):
             instance.stop()
         shutil.rmtree(root / "nginx", ignore_errors=True)
-        print("T teardown", time.monotonic()-T0)
+
+
+@pytest.fixture
+def cluster(whole_cluster):
+    """The cluster with both instances up: one a test crashed is started again (same port, data dir,
+    database and secret) when a later test needs it."""
+    down = [i for i in whole_cluster.instances if i.serve is None or i.serve.poll() is not None]
+    for instance in down:
+        instance.start()
+    for instance in down:
+        instance.wait_ready()
+    return whole_cluster
 
 
 # -- one connection to each worker ----------------------------------------------------------------
@@ -302,7 +335,9 @@ async def test_a_browser_session_made_on_one_instance_works_on_the_other(cluster
         "-d", json.dumps({"username": "alice", "password": PASSWORD}), "-c", tmp_path / "jar", tmp=tmp_path,
     )  # fmt: skip
     assert login.status == 200, login.text
-    session = next(line.split("\t")[-1] for line in (tmp_path / "jar").read_text().splitlines() if "s3gate_session" in line)
+    session = next(
+        line.split("\t")[-1] for line in (tmp_path / "jar").read_text().splitlines() if "s3gate_session" in line
+    )
     cookie = {"Cookie": f"s3gate_session={session}"}
     for conn in each_worker:
         status, who = await conn.whoami(cookie)
@@ -327,7 +362,9 @@ async def test_a_token_revoked_on_one_instance_is_refused_on_the_other_at_once(c
         status, who = await conn.whoami(bearer)
         assert (status, who["user"], who["via"]) == (200, "alice", "token"), conn
 
-    revoked = await curl("-u", f"alice:{PASSWORD}", "-X", "DELETE", cluster.b.url(f"/api/tokens/{token['id']}"), tmp=tmp_path)
+    revoked = await curl(
+        "-u", f"alice:{PASSWORD}", "-X", "DELETE", cluster.b.url(f"/api/tokens/{token['id']}"), tmp=tmp_path
+    )
     assert revoked.status == 200, revoked.text
     # The very next request on each worker of both instances: refused.
     assert [(await conn.whoami(bearer))[0] for conn in each_worker] == [401] * 4
@@ -355,7 +392,9 @@ async def test_failed_logins_count_across_instances_and_a_proven_client_keeps_wo
 async def test_a_link_signed_by_one_instance_downloads_from_the_other(cluster, store, tmp_path):
     data = random_bytes(MiB + 17)
     await store.put(cluster.bucket, "links/report.bin", data)
-    minted = await curl("-u", f"alice:{PASSWORD}", cluster.a.url(f"/downloads3/{cluster.bucket}/links/report.bin"), tmp=tmp_path)
+    minted = await curl(
+        "-u", f"alice:{PASSWORD}", cluster.a.url(f"/downloads3/{cluster.bucket}/links/report.bin"), tmp=tmp_path
+    )
     assert minted.status == 302, minted.text
     link = minted.headers["location"]
     assert link.startswith(cluster.a.base + "/files/") and "sig=" in link, link
@@ -392,6 +431,62 @@ async def test_a_resumable_upload_started_on_one_instance_completes_on_the_other
     assert sha256(await store.get(cluster.bucket, "resumed/video.bin")) == sha256(data)
 
 
+# -- the upload sweepers ---------------------------------------------------------------------------
+async def journal_rows(cluster: Cluster, key: str) -> list[tuple]:
+    async with await psycopg.AsyncConnection.connect(cluster.env["S3GATE_USERS_DB"]) as db:
+        cur = await db.execute("SELECT upload_id, owner FROM upload_journal WHERE object_key = %s", (key,))
+        return await cur.fetchall()
+
+
+async def last_rounds(cluster: Cluster, owners: list[str]) -> list[float]:
+    """When each of these workers last began a sweeper round (each round starts by saying it is alive)."""
+    async with await psycopg.AsyncConnection.connect(cluster.env["S3GATE_USERS_DB"]) as db:
+        cur = await db.execute("SELECT owner, seen_at FROM gateway_workers")
+        seen = dict(await cur.fetchall())
+    return [seen.get(o, 0.0) for o in owners]
+
+
+async def test_an_upload_left_by_a_dead_instance_is_aborted_once_by_the_other(cluster, store):
+    """The sweepers of every worker of both instances run every second, taking turns through the database."""
+    victim, survivor = cluster.a, cluster.b
+    key = "sweeper/unfinished.bin"
+    reader, writer = await asyncio.open_connection("127.0.0.1", victim.port)
+    head = {"Authorization": basic("alice", PASSWORD), "Content-Length": str(6 * PART)}
+    writer.write(request_head("PUT", f"/files/{cluster.bucket}/{key}", victim.port, head))
+    writer.write(random_bytes(PART + PART // 2))
+    await writer.drain()
+
+    async def one_part_in_s3() -> bool:
+        return await store.parts_done(cluster.bucket, key) >= 1
+
+    await eventually(one_part_in_s3, 20, "the first part of the upload in S3")
+    ((upload_id, owner_id),) = await journal_rows(cluster, key)
+    assert [u["UploadId"] for u in await store.open_uploads(cluster.bucket) if u["Key"] == key] == [upload_id]
+
+    await asyncio.to_thread(victim.crash)  # mid-upload: nobody on A is left to abort it
+    writer.close()
+
+    async def aborted() -> bool:
+        return not await journal_rows(cluster, key) and not [
+            u for u in await store.open_uploads(cluster.bucket) if u["Key"] == key
+        ]
+
+    await eventually(aborted, 20, "the survivor's sweeper to abort the dead instance's upload")
+    assert not await store.exists(cluster.bucket, key)
+    # Let every sweeper of the survivor run whole rounds after that: none aborts it again.
+    since = time.time()
+    owners = [await asyncio.to_thread(process_identity, pid) for pid in survivor.workers]  # reads /proc
+
+    async def two_more_rounds_each() -> bool:
+        return min(await last_rounds(cluster, owners)) > since + 1
+
+    await eventually(two_more_rounds_each, 20, "two more sweeper rounds on every worker of the survivor")
+    line = f"aborted orphaned multipart upload of {cluster.bucket}/{key}"
+    assert survivor.log_text().count(line) == 1, survivor.log_tail()
+    assert line not in victim.log_text()
+    assert f"upload {cluster.bucket}/{key}: abort failed" not in survivor.log_text()
+
+
 # -- an instance lost mid-download -----------------------------------------------------------------
 async def downloading(instances, before: dict[str, int]) -> str | None:
     """The instance that took a new download since ``before`` (connection counts), if one did."""
@@ -408,7 +503,17 @@ async def test_an_instance_stopped_mid_download_curl_and_wget_resume_on_the_surv
     auth = ["-u", f"alice:{PASSWORD}"]
     curl_out, wget_dir = tmp_path / "film.bin", tmp_path / "wget"
     wget_dir.mkdir()
-    wget = ["wget", "-q", "--user", "alice", "--password", PASSWORD, "--ca-certificate", str(cluster.cacert), "-P", str(wget_dir)]
+    wget = [
+        "wget",
+        "--user",
+        "alice",
+        "--password",
+        PASSWORD,
+        "--ca-certificate",
+        str(cluster.cacert),
+        "-P",
+        str(wget_dir),
+    ]
 
     def counts() -> dict[str, int]:
         return {i.name: i.downloads() for i in cluster.instances}
@@ -421,13 +526,12 @@ async def test_an_instance_stopped_mid_download_curl_and_wget_resume_on_the_surv
     await eventually(lambda: downloading(cluster.instances, before), 20, "curl's download to start")
     victim_name = await downloading(cluster.instances, before)
     victim = cluster.a if victim_name == "a" else cluster.b
-    survivor = cluster.b if victim is cluster.a else cluster.a
     # wget must be served by the same instance: round-robin sends the next request to the other
     # one, so a wget that landed there is stopped and started again until it lands on the victim.
     for _ in range(4):
         before = counts()
-        wget_task = asyncio.create_task(run(*wget, "--tries=1", "--limit-rate=2m", url))
-        await eventually(lambda: downloading(cluster.instances, before), 20, "wget's download to start")
+        wget_task = asyncio.create_task(run(*wget, "-q", "--tries=1", "--limit-rate=2m", url))
+        await eventually(lambda b=before: downloading(cluster.instances, b), 20, "wget's download to start")
         if await downloading([victim], before):
             break
         wget_task.cancel()  # run() kills it
@@ -439,7 +543,12 @@ async def test_an_instance_stopped_mid_download_curl_and_wget_resume_on_the_surv
 
     async def both_have_bytes() -> bool:
         wget_file = wget_dir / "film.bin"
-        return curl_out.exists() and curl_out.stat().st_size > MiB and wget_file.exists() and wget_file.stat().st_size > MiB
+        return (
+            curl_out.exists()
+            and curl_out.stat().st_size > MiB
+            and wget_file.exists()
+            and wget_file.stat().st_size > MiB
+        )
 
     await eventually(both_have_bytes, 20, "both downloads under way")
     await asyncio.to_thread(victim.crash)
@@ -447,22 +556,15 @@ async def test_an_instance_stopped_mid_download_curl_and_wget_resume_on_the_surv
     assert cut_curl.rc != 0 and cut_wget.rc != 0, (cut_curl, cut_wget)
     assert 0 < curl_out.stat().st_size < len(data) and 0 < (wget_dir / "film.bin").stat().st_size < len(data)
 
-    try:
-        # Through the same nginx: the dead instance refuses the connection, nginx passes the request to
-        # the survivor, which sends the rest (206) of the same object.
-        before = survivor.downloads()
-        resumed = await run(
-            "curl", "-sS", "--fail", "--cacert", cluster.cacert, *auth, "-C", "-", "-o", curl_out,
-            "-w", "%{http_code}", url,
-        )  # fmt: skip
-        assert resumed.rc == 0 and resumed.text == "206", resumed.errtext
-        again = await run(*wget, "-c", "-S", url)
-        assert again.rc == 0, again.errtext
-        assert "206 Partial Content" in again.errtext
-        assert sha256(curl_out.read_bytes()) == sha256(data)
-        assert sha256((wget_dir / "film.bin").read_bytes()) == sha256(data)
-        assert survivor.downloads() == before  # both finished
-    finally:
-        # Back to two instances for the tests that follow (same port, data dir, database and secret).
-        await asyncio.to_thread(victim.start)
-        await asyncio.to_thread(victim.wait_ready)
+    # Through the same nginx: the dead instance refuses the connection, nginx passes the request to
+    # the survivor, which sends the rest (206) of the same object.
+    resumed = await run(
+        "curl", "-sS", "--fail", "--cacert", cluster.cacert, *auth, "-C", "-", "-o", curl_out,
+        "-w", "%{http_code}", url,
+    )  # fmt: skip
+    assert resumed.rc == 0 and resumed.text == "206", resumed.errtext
+    again = await run(*wget, "-c", "-S", url)
+    assert again.rc == 0, again.errtext
+    assert "206 Partial Content" in again.errtext
+    assert sha256(curl_out.read_bytes()) == sha256(data)
+    assert sha256((wget_dir / "film.bin").read_bytes()) == sha256(data)
