@@ -32,4 +32,4 @@ AUTH = web.AppKey("auth", "AuthService")  # users store + credential checks; ope
 AUTH_CONFIG = web.AppKey("auth_config", "AuthConfig")
 PRINCIPAL = web.RequestKey("principal", "Principal")  # who is calling (set by the authn middleware)
 ACCESS_CHECKS = web.RequestKey("access_checks", list)  # (action, bucket, key, allowed) for the audit log
-LINK = web.RequestKey("link", tuple)  # ((bucket, key), signer) of the signed link verified for this request
+LINK = web.RequestKey("link", tuple)  # ((bucket, key, archive format or ''), signer) of the signed link verified

@@ -51,14 +51,14 @@ async def require(request: web.Request, action: str, bucket: str, key: str = "")
     await policy.require(request, action, bucket, key)
 
 
-async def require_link_minting(request: web.Request, bucket: str, key: str) -> None:
-    """May this caller have a new download link for bucket/key?
+async def require_link_minting(request: web.Request, bucket: str, key: str, action: str = "read") -> None:
+    """May this caller have a new download link for bucket/key (action "list": a folder's archive)?
 
     Minting hands out a credential: never for a caller who came with a link
     (a link downloads, it never renews itself) and never cross-site.
     """
     require_same_site(request, bucket, key)
-    await require(request, "read", bucket, key)
+    await require(request, action, bucket, key)
     policy = request.app.get(keys.POLICY)
     if policy is not None and policy.via_link(request):
         raise Forbidden("a download link can only be used to download; it cannot make another link")

@@ -44,6 +44,8 @@ REALM = "s3gate"
 BASIC_CHALLENGE = {"WWW-Authenticate": f'Basic realm="{REALM}"'}
 BEARER_CHALLENGE = {"WWW-Authenticate": f'Bearer realm="{REALM}", error="invalid_token"'}
 READ_ONLY = (Rule("*", "", frozenset({"read"})),)
+# A folder archive link lists its folder and reads what is in it (and only there: links.require_allows).
+READ_AND_LIST = (Rule("*", "", frozenset({"read", "list"})),)
 _EVENTS = {"read": "download", "list": "list", "write": "upload", "delete": "delete", "csrf": "csrf_refused"}
 
 
@@ -93,8 +95,8 @@ class Policy:
 
     def allowed(self, request: web.Request, action: str, bucket: str, key: str = "") -> bool:
         who = principal(request)
-        if who.via == "link":
-            return False  # a link opens one object, never a listing
+        if who.via == "link" and not links.covers(request, action, bucket, key):
+            return False  # a link opens one object or one folder's archive, never a listing
         return who.may(action, bucket, key)
 
     def principal_name(self, request: web.Request) -> str | None:
@@ -105,10 +107,8 @@ class Policy:
 
     @staticmethod
     def _check_link(request: web.Request, action: str, bucket: str, key: str) -> None:
-        # Whatever the handler: a link reads exactly the object it names.
-        if action != "read":
-            raise Forbidden("a download link only allows downloading its object")
-        if links.verify_request(request, bucket, key) != (principal(request).name or ""):
+        # Whatever the handler: a link reads exactly the object (or folder archive) it names.
+        if links.require_allows(request, action, bucket, key) != (principal(request).name or ""):
             raise Forbidden("invalid download link")  # its signer is gone
 
 
@@ -164,7 +164,7 @@ async def authenticate(request: web.Request, service: AuthService, remote: str |
             return found, True
     if links.is_signed(request.query):
         signer = await service.signer_principal(request.query.get("by", ""))
-        return signer.narrowed(READ_ONLY, via="link"), False
+        return signer.narrowed(READ_AND_LIST if links.is_archive(request.query) else READ_ONLY, via="link"), False
     return await service.anonymous(), False
 
 

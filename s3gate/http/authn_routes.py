@@ -10,7 +10,7 @@ logout ends it at once.
 from __future__ import annotations
 
 import json
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 from aiohttp import web
 
@@ -23,6 +23,7 @@ from ..errors import BadRequest, Forbidden, PayloadTooLarge, TooManyRequests, Un
 from . import assets
 from .authn import COOKIE, principal, safe_next
 from .forwarded import client_address, is_https, own_hosts
+from .page import page_language, remember_language
 from .responses import json_response
 
 MAX_FORM = 16 * 1024
@@ -72,18 +73,30 @@ def _check_origin(request: web.Request) -> None:
 
 
 # -- the page (s3gate/ui/templates/login*.html, signed-in.html) ----------------------
-def _login_form(next_url: str, error: str = "", name: str = "") -> str:
-    err = assets.render("login-error.html", error=error) if error else ""
-    return err + assets.render("login-form.html", next=next_url, name=name)
+def _login_form(lang: str, next_url: str, error: str = "", name: str = "") -> str:
+    err = assets.render("login-error.html", lang, error=assets.STRINGS[lang][error]) if error else ""
+    return err + assets.render("login-form.html", lang, next=next_url, name=name)
 
 
-def _signed_in(name: str, next_url: str) -> str:
-    return assets.render("signed-in.html", user=name, next=next_url)
+def _signed_in(lang: str, name: str, next_url: str) -> str:
+    return assets.render("signed-in.html", lang, user=name, next=next_url)
 
 
-def _page(body: str, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    text = assets.render("login.html", html_parts={"content": body})
+def _page(
+    request: web.Request, lang: str, body: str, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    other = "es" if lang == "en" else "en"
+    text = assets.render(
+        "login.html",
+        lang,
+        html_parts={"content": body},
+        switch=f"/login?{urlencode({'next': safe_next(request.query.get('next')), 'lang': other})}",
+        other_lang=other,
+        other_lang_name=assets.STRINGS[other]["language_name"],
+    )
     resp = web.Response(status=status, text=text, content_type="text/html", headers=headers)
+    resp.headers["Vary"] = "Accept-Language, Cookie"
+    remember_language(request, resp, lang)
     resp.headers["Cache-Control"] = "no-store"
     resp.headers["X-Frame-Options"] = "DENY"  # no clickjacking of the form
     resp.headers["Content-Security-Policy"] = (
@@ -95,9 +108,10 @@ def _page(body: str, status: int = 200, headers: dict[str, str] | None = None) -
 async def login_page(request: web.Request) -> web.Response:
     next_url = safe_next(request.query.get("next"))
     who = principal(request)
+    lang = page_language(request)
     if who.authenticated:
-        return _page(_signed_in(who.name or "", next_url))
-    return _page(_login_form(next_url))
+        return _page(request, lang, _signed_in(lang, who.name or "", next_url))
+    return _page(request, lang, _login_form(lang, next_url))
 
 
 async def login(request: web.Request) -> web.Response:
@@ -115,11 +129,13 @@ async def login(request: web.Request) -> web.Response:
     except InvalidCredentials as exc:
         if as_json:
             raise Unauthorized(exc.message) from None
-        return _page(_login_form(next_url, "Invalid user name or password.", name), status=401)
+        lang = page_language(request)
+        return _page(request, lang, _login_form(lang, next_url, "invalid_login", name), status=401)
     except TooManyRequests as exc:
         if as_json:
             raise
-        return _page(_login_form(next_url, exc.message, name), status=429, headers=exc.headers)
+        lang = page_language(request)
+        return _page(request, lang, _login_form(lang, next_url, "login_locked", name), status=429, headers=exc.headers)
     previous = request.cookies.get(COOKIE)
     if previous:
         await service.end_session(previous)  # one login, one session: no fixation, no orphans

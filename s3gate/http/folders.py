@@ -1,6 +1,7 @@
 """Whole folders: streamed archives out (?archive=tar|tar.gz|zip) and recursive delete.
 
 GET  /files/BUCKET/photos/?archive=zip          photos.zip of everything under photos/ the caller may read
+GET  /files/BUCKET/photos/?archive=zip&mode=redirect   302 to a gateway-signed link to that archive
 DELETE /files/BUCKET/photos/?recursive=1        every object under photos/ the caller may delete
 DELETE /files/BUCKET/photos/?recursive=1&dry_run=1   what that would delete, nothing deleted
 
@@ -21,7 +22,7 @@ from .. import keys
 from ..errors import BadRequest, GatewayError
 from ..storage import archive as archives
 from ..storage.s3 import ObjectInfo, content_disposition
-from . import access, downloads, listing
+from . import access, downloads, forwarded, links, listing
 from .responses import json_response
 
 log = logging.getLogger("s3gate.folders")
@@ -70,6 +71,16 @@ async def _readable(request: web.Request, bucket: str, prefix: str) -> AsyncIter
 # -- archives -------------------------------------------------------------------------
 async def archive(request: web.Request, bucket: str, prefix: str) -> web.StreamResponse:
     fmt = archive_format(request)
+    mode = request.query.get("mode", "proxy")
+    if mode not in ("proxy", "redirect"):
+        raise BadRequest("mode must be proxy or redirect")
+    if mode == "redirect" and request.method == "GET":
+        return await archive_link(request, bucket, prefix, fmt)
+    if links.is_signed(request.query):
+        # A gateway-signed link stands in for credentials: for this folder's
+        # archive in this format only (the auth policy then checks that its
+        # signer may still list the folder, and which objects they may read).
+        links.verify_request(request, bucket, prefix, archive=fmt)
     # Listing rights on the folder (an archive shows its names); read rights
     # are checked per object below.
     await access.require(request, "list", bucket, prefix)
@@ -96,6 +107,27 @@ async def archive(request: web.Request, bucket: str, prefix: str) -> web.StreamR
             return await _relay(request, response, pump, first, f"{bucket}/{prefix}")
         finally:
             await pump.aclose()
+
+
+async def archive_link(request: web.Request, bucket: str, prefix: str, fmt: str) -> web.Response:
+    """?archive=FMT&mode=redirect: 302 to a gateway-signed link to this archive, as /downloads3/ does for an object.
+
+    Whoever may download the archive may hand out a link to it (list rights on
+    the folder, as for the archive itself); minting is refused cross-site and
+    from a link. Always a gateway link, whatever link_mode says: S3 can
+    presign an object, never an archive the gateway makes.
+    """
+    await access.require_link_minting(request, bucket, prefix, action="list")
+    await request.app[keys.STORAGE].require_bucket(bucket)  # 404 now, not a dead link later
+    url = request.app[keys.LINKS].url(
+        forwarded.base_url(request),
+        bucket,
+        prefix,
+        lifetime=request.app[keys.SETTINGS].link_expiry,
+        by=access.principal_name(request) or "",
+        archive=fmt,
+    )
+    return web.Response(status=302, headers={"Location": url}, text=url + "\n", content_type="text/plain")
 
 
 async def _relay(

@@ -79,12 +79,13 @@ async def list_parts(storage: Storage, bucket: str, key: str, upload_id: str) ->
     the one that replaced the others (S3's semantics), so that one is kept.
     """
     parts: dict[int, Part] = {}
-    marker: Any = 0
+    marker: Any = None
     while True:
+        page: dict[str, Any] = {"PartNumberMarker": marker} if marker else {}
         with translate(bucket, key):
             try:
                 resp = await storage.client.list_parts(
-                    Bucket=bucket, Key=key, UploadId=upload_id, MaxParts=LIST_PAGE, PartNumberMarker=marker
+                    Bucket=bucket, Key=key, UploadId=upload_id, MaxParts=LIST_PAGE, **page
                 )
             except botocore.exceptions.ClientError as exc:
                 if _gone(exc):

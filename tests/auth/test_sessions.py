@@ -29,6 +29,26 @@ async def login(client, name="alice", password=PASSWORD, headers=None, **extra):
     return await client.post("/login", data=data, headers=headers or {}, allow_redirects=False)
 
 
+async def test_the_login_page_speaks_spanish(make_client):
+    client, service = await make_client(login_max_failures=2)
+    await setup_alice(service)
+    es = {"Accept-Language": "es-ES,es;q=0.9,en;q=0.5"}
+    page = await (await client.get("/login?next=/files/", headers=es)).text()
+    assert '<html lang="es">' in page and ">Entrar</button>" in page and ">Usuario</label>" in page
+    # The switch keeps where the user was going, and is remembered.
+    assert 'href="/login?next=%2Ffiles%2F&amp;lang=en"' in page
+    resp = await client.get("/login?lang=en", headers=es)
+    assert '<html lang="en">' in await resp.text() and resp.cookies["s3gate_lang"].value == "en"
+    client.session.cookie_jar.clear()
+    resp = await login(client, password="wrong password!", headers=es)
+    assert resp.status == 401 and "Usuario o contraseña incorrectos." in await resp.text()
+    await login(client, password="wrong password!", headers=es)
+    resp = await login(client, password="wrong password!", headers=es)
+    assert resp.status == 429 and "Demasiados intentos fallidos" in await resp.text()
+    resp = await login(client, password="wrong password!")
+    assert resp.status == 429 and "Too many failed sign-ins" in await resp.text()
+
+
 async def test_login_page_is_a_plain_form(make_client):
     client, _ = await make_client()
     resp = await client.get("/login?next=/files/files/docs/")

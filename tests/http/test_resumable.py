@@ -374,3 +374,17 @@ async def test_create_needs_write(users, bucket, s3):
     assert (await create(client, bucket)).status == 401
     await asyncio.sleep(0)
     assert open_uploads(s3, bucket) == []
+
+
+async def test_parts_listed_across_pages(gw, bucket, monkeypatch):
+    """ListParts answers 1,000 parts a page: a status past the first page still sees every part."""
+    from s3gate.storage import multipart
+
+    monkeypatch.setattr(multipart, "LIST_PAGE", 1)
+    data = os.urandom(SIZE)
+    sid = (await created(gw, bucket))["id"]
+    for n, piece in pieces(data).items():
+        assert (await put_part(gw, sid, n, piece)).status == 200
+    status = await (await gw.get(f"/api/uploads/{sid}")).json()
+    assert [p["part"] for p in status["done"]] == [1, 2, 3] and status["missing"] == []
+    assert (await gw.post(f"/api/uploads/{sid}/complete")).status == 201
