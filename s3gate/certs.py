@@ -44,49 +44,88 @@ def _san(name: str):
         return x509.DNSName(name.rstrip(".").lower())
 
 
-def self_signed(hosts: list[str], days: int = DEFAULT_DAYS) -> tuple[bytes, bytes]:
-    """(certificate PEM, private key PEM) for HOSTS: an ECDSA P-256 key, SAN with every name."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
+def new_key():
+    """An ECDSA P-256 key: small, fast, accepted by every TLS client in use."""
     from cryptography.hazmat.primitives.asymmetric import ec
+
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def certificate(
+    key,
+    common_name: str,
+    *,
+    hosts: list[str] | tuple[str, ...] = (),
+    issuer=None,
+    ca: bool = False,
+    client: bool = False,
+    days: int = DEFAULT_DAYS,
+):
+    """A certificate for ``key``: self-signed, or signed by ``issuer`` = (CA certificate, CA key).
+
+    ``hosts`` go into the SAN (clients match only the SAN: RFC 6125 section
+    6.4.4; CN is ignored); ``ca``: a CA that signs end certificates only;
+    ``client``: usable for mutual TLS too.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0][:64])])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64])])
+    issuer_name, signing_key = (issuer[0].subject, issuer[1]) if issuer else (name, key)
     now = dt.datetime.now(dt.UTC)
-    cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(name)
-        .issuer_name(name)
+        .issuer_name(issuer_name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))  # a client whose clock is a little behind
         .not_valid_after(now + dt.timedelta(days=days))
-        # Clients match the name against the SAN only (RFC 6125 section 6.4.4; CN is ignored).
-        .add_extension(x509.SubjectAlternativeName([_san(h) for h in hosts]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True,
+                digital_signature=not ca,
                 key_encipherment=False,
                 content_commitment=False,
                 data_encipherment=False,
                 key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
+                key_cert_sign=ca,
+                crl_sign=ca,
                 encipher_only=False,
                 decipher_only=False,
             ),
             critical=True,
         )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
     )
-    key_pem = key.private_bytes(
+    if hosts:
+        builder = builder.add_extension(x509.SubjectAlternativeName([_san(h) for h in hosts]), critical=False)
+    if not ca:
+        usages = [ExtendedKeyUsageOID.SERVER_AUTH, *([ExtendedKeyUsageOID.CLIENT_AUTH] if client else [])]
+        builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+    return builder.sign(signing_key, hashes.SHA256())
+
+
+def cert_pem(cert) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def key_pem(key) -> bytes:
+    """Unencrypted PKCS#8: the file's 0600 mode is its protection (as for nginx's keys)."""
+    from cryptography.hazmat.primitives import serialization
+
+    return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+def self_signed(hosts: list[str], days: int = DEFAULT_DAYS) -> tuple[bytes, bytes]:
+    """(certificate PEM, private key PEM) for HOSTS: an ECDSA P-256 key, SAN with every name."""
+    key = new_key()
+    return cert_pem(certificate(key, hosts[0], hosts=hosts, days=days)), key_pem(key)
 
 
 def self_signed_command(args: argparse.Namespace) -> int:

@@ -27,8 +27,6 @@ tests/integration/test_embedded_ports.py tries every port the process listens on
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import os
 import secrets
@@ -43,6 +41,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import certs
 from .private import load_or_create_secret, write_private
 
 
@@ -112,55 +111,18 @@ def write_security(data_dir: Path) -> Path:
     New keys and certificates on every start: only this weed process (and a
     `weed shell` run from data_dir) ever needs them, and tokens live 10 s.
     """
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
     tls = data_dir / "security"
     tls.mkdir(mode=0o700, exist_ok=True)
     os.chmod(tls, 0o700)
-    now = datetime.datetime.now(datetime.UTC)
-    start, end = now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=3650)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "s3gate embedded SeaweedFS CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .sign(ca_key, hashes.SHA256())
+    ca_key, key = certs.new_key(), certs.new_key()
+    ca = certs.certificate(ca_key, "s3gate embedded SeaweedFS CA", ca=True, days=3650)
+    # One certificate for every weed server and for s3gate's own gRPC client: mutual TLS.
+    cert = certs.certificate(
+        key, "seaweedfs", hosts=("localhost", "127.0.0.1"), issuer=(ca, ca_key), client=True, days=3650
     )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "seaweedfs")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    pem = serialization.Encoding.PEM
-    write_private(tls / "ca.crt", ca.public_bytes(pem))
-    write_private(tls / "weed.crt", cert.public_bytes(pem))
-    write_private(
-        tls / "weed.key",
-        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
-    )
+    write_private(tls / "ca.crt", certs.cert_pem(ca))
+    write_private(tls / "weed.crt", certs.cert_pem(cert))
+    write_private(tls / "weed.key", certs.key_pem(key))
     # The CA's key is never written: nobody can mint another client certificate.
     lines = []
     for name in JWT_SECTIONS:
