@@ -56,3 +56,65 @@ def test_port_in_use_is_refused_before_anything_starts(tmp_path):
     assert "in use" in res.stderr and len(res.stderr.strip().splitlines()) == 1
     assert res.stdout == ""
     assert not (tmp_path / "data").exists()
+
+
+# -- the embedded store keeps dying (issue 7, item 13) -----------------------------------
+class DyingStore:
+    """Stands in for the embedded SeaweedFS: a real process that exits with 7 each time it is started."""
+
+    def __init__(self, tmp_path: Path):
+        self.log_path = tmp_path / "seaweedfs.log"
+        self.endpoint = "http://127.0.0.1:8333"
+        self.starts = 0
+        self.start()
+
+    def start(self) -> None:
+        self.starts += 1
+        self.process = subprocess.Popen(["sh", "-c", "exit 7"])
+        self.process.wait()  # dead by the time the keeper looks
+
+    def exited(self) -> int | None:
+        return self.process.poll()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def keep(keeper, clock: Clock, gap: float = 0.0) -> list[float]:
+    """Run the keeper as the launcher's loop does, with time skipping to each restart (plus ``gap``)."""
+    from s3gate.launcher import MAX_STORE_DEATHS
+
+    pauses = []
+    while keeper.check():
+        if keeper.restart_at is not None:
+            pauses.append(keeper.restart_at - clock.now)
+            clock.now = keeper.restart_at + gap
+        if len(pauses) > 3 * MAX_STORE_DEATHS:
+            break
+    return pauses
+
+
+def test_a_store_that_keeps_dying_is_restarted_with_growing_pauses_then_given_up(tmp_path, capsys):
+    from s3gate.launcher import StoreKeeper
+
+    store, clock = DyingStore(tmp_path), Clock()
+    pauses = keep(StoreKeeper(store, clock=clock), clock)
+    assert pauses == [1.0, 2.0, 4.0, 8.0, 16.0]
+    assert store.starts == 6  # the first start and five restarts; the sixth death ends it
+    err = capsys.readouterr().err
+    assert "exited with code 7; starting it again in 1 s" in err
+    assert "died 6 times in 600 s (last exit code 7); giving up, see" in err and str(store.log_path) in err
+
+
+def test_deaths_far_apart_never_add_up_to_giving_up(tmp_path):
+    from s3gate.launcher import MAX_STORE_DEATHS, STORE_DEATH_WINDOW, StoreKeeper
+
+    store, clock = DyingStore(tmp_path), Clock()
+    pauses = keep(StoreKeeper(store, clock=clock), clock, gap=STORE_DEATH_WINDOW / 2)
+    assert len(pauses) > 3 * MAX_STORE_DEATHS  # still restarting: at most two deaths in any window
+    assert set(pauses) <= {1.0, 2.0}
