@@ -386,10 +386,10 @@ async def put_part(request: web.Request) -> web.Response:
 
 
 async def _upload_part(request: web.Request, s: UploadSession, number: int, data: bytearray, md5: bytes) -> str:
+    storage = request.app[keys.STORAGE]
     try:
-        return await multipart.upload_part(
-            request.app[keys.STORAGE], s.bucket, s.key, s.upload_id, number, memoryview(data), md5
-        )
+        await multipart.before_replacing(storage, s.bucket, s.key, s.upload_id, number, md5)
+        return await multipart.upload_part(storage, s.bucket, s.key, s.upload_id, number, memoryview(data), md5)
     except multipart.NoSuchUpload:
         await _forget(request, s)
         raise
@@ -508,8 +508,8 @@ async def sweep_expired(app: web.Application, now: float | None = None) -> int:
     """Abort the multipart uploads of expired sessions and drop the sessions. Returns how many.
 
     Run by the upload sweeper (storage/journal.py's sweep_forever) in every
-    worker; two workers sweeping at once only abort the same upload twice,
-    which S3 takes as a no-op.
+    worker of every instance: whoever deletes the row first aborts the upload,
+    so each is aborted exactly once; a failed abort puts the row back.
     """
     store = app.get(keys.UPLOAD_SESSIONS)
     if store is None:
@@ -517,12 +517,14 @@ async def sweep_expired(app: web.Application, now: float | None = None) -> int:
     storage = app[keys.STORAGE]
     swept = 0
     for s in await store.expired_upload_sessions(time.time() if now is None else now):
+        if not await store.delete_upload_session(s.id):
+            continue  # another sweeper claimed it first
         try:
             await storage.abort_multipart(s.bucket, s.key, s.upload_id)
-        except GatewayError as exc:  # S3 down: keep the row, try again next time
+        except GatewayError as exc:  # S3 down: put the row back, try again next time
             log.warning("expired upload session %s: abort failed: %s", s.id, exc.message)
+            await store.create_upload_session(s)
             continue
-        await store.delete_upload_session(s.id)
         audit.record("upload_expired", bucket=s.bucket, key=s.key, outcome="aborted")
         swept += 1
     if swept:

@@ -13,8 +13,10 @@ handed back to CompleteMultipartUpload.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
+import email.utils
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,6 +102,55 @@ async def list_parts(storage: Storage, bucket: str, key: str, upload_id: str) ->
         if not resp.get("IsTruncated") or not following or str(following) == str(marker):
             return parts
         marker = following
+
+
+async def versions(
+    storage: Storage, bucket: str, key: str, upload_id: str, number: int
+) -> tuple[list[Part], dt.datetime | None]:
+    """What S3 lists for one part number (several entries on SeaweedFS after re-sends), and S3's clock."""
+    with translate(bucket, key):
+        try:
+            resp = await storage.client.list_parts(
+                Bucket=bucket,
+                Key=key,
+                UploadId=upload_id,
+                MaxParts=16,
+                **({"PartNumberMarker": number - 1} if number > 1 else {}),
+            )
+        except botocore.exceptions.ClientError as exc:
+            if _gone(exc):
+                raise NoSuchUpload() from None
+            raise
+    found = [
+        Part(int(raw["PartNumber"]), int(raw.get("Size", 0)), raw.get("ETag", ""), raw.get("LastModified"))
+        for raw in resp.get("Parts", [])
+        if int(raw["PartNumber"]) == number
+    ]
+    date = resp.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    try:
+        now = email.utils.parsedate_to_datetime(date) if date else None
+    except (TypeError, ValueError):
+        now = None
+    return found, now
+
+
+async def before_replacing(storage: Storage, bucket: str, key: str, upload_id: str, number: int, md5: bytes) -> None:
+    """Make sure a part sent again with other bytes is the newest of its number by S3's own clock.
+
+    Where a store lists every upload of a part number (SeaweedFS), only
+    LastModified tells the replacement from what it replaces, and it counts
+    whole seconds: a replacement sent within the second of the part it
+    replaces would be indistinguishable. So it waits out that second (by the
+    Date S3 answered with, whatever this machine's clock says). Re-sending the
+    same bytes (a retry) never waits: either copy is right.
+    """
+    found, s3_now = await versions(storage, bucket, key, upload_id, number)
+    others = [p for p in found if p.etag.strip('"') != md5.hex() and p.modified is not None]
+    if not others:
+        return
+    latest = max(p.modified for p in others if p.modified is not None)
+    if s3_now is None or latest >= s3_now.replace(microsecond=0):
+        await asyncio.sleep(1.0)
 
 
 async def complete(

@@ -252,6 +252,16 @@ async def test_expired_session_swept_and_its_upload_aborted(gw, bucket, s3):
     assert await app[keys.UPLOAD_SESSIONS].get_upload_session(sid) is None
 
 
+async def test_sweepers_at_once_abort_an_expired_session_once(gw, bucket, s3, caplog):
+    """Every worker of every instance sweeps: the one that deletes the row aborts the upload."""
+    app = gw.app
+    ids = [(await created(gw, bucket, key=f"k{n}.bin"))["id"] for n in range(4)]
+    later = max([(await app[keys.UPLOAD_SESSIONS].get_upload_session(i)).expires_at for i in ids])
+    counts = await asyncio.gather(*(resumable.sweep_expired(app, now=later) for _ in range(3)))
+    assert sum(counts) == 4
+    assert open_uploads(s3, bucket) == []
+
+
 async def test_expiry_setting(aiohttp_client, app_settings, bucket):
     client = await aiohttp_client(create_app(app_settings(upload_session_hours=2)))
     sid = (await created(client, bucket))["id"]

@@ -74,6 +74,9 @@ class Instance:
     serve: subprocess.Popen | None = None
     log: Path | None = None
 
+    def __post_init__(self) -> None:
+        self.env = {**self.env, "S3GATE_PORT": str(self.port), "S3GATE_DATA_DIR": str(self.data_dir)}
+
     @property
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
@@ -97,7 +100,7 @@ class Instance:
                 ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "2", self.url("/readyz")],
                 capture_output=True, text=True,
             )  # fmt: skip
-            if probe.stdout == "200" and len(self.workers) == 2:
+            if probe.stdout == "200" and len(self.workers) == int(self.env["S3GATE_WORKERS"]):
                 return
             time.sleep(0.1)
         raise AssertionError(f"{self.name} not ready within {timeout:.0f} s:\n{self.log_tail()}")
@@ -194,6 +197,7 @@ def add_users(env: dict[str, str], bucket: str) -> None:
 
 
 def start_nginx(root: Path, upstreams: list[int]) -> tuple[subprocess.Popen, str]:
+    """Debian's nginx with the shipped site (TLS, ROOT/cert.pem) in front of an upstream of these ports."""
     _, https_port = write_config(root, upstreams)
     stderr = open(root / "stderr.log", "wb")  # what nginx says before its error_log is open
     proc = subprocess.Popen(
@@ -240,20 +244,18 @@ def whole_cluster(postgres, seaweed, tmp_path_factory):
         S3GATE_GRACEFUL_TIMEOUT="5",
         S3GATE_AUDIT_LOG="-",
         S3GATE_UPLOAD_SWEEP_SECONDS="1",  # the sweepers' rounds (600 s by default)
+        # gunicorn closes a keep-alive connection idle for 2 s; the tests' connections pinned to one
+        # worker each wait longer than that between requests while argon2 checks a wrong password.
+        GUNICORN_CMD_ARGS="--keep-alive 60",
     )
-    a, b = (
-        Instance(name, free_port(), root / f"data-{name}", {**env, "S3GATE_DATA_DIR": str(root / f"data-{name}")})
-        for name in ("a", "b")
-    )
+    a, b = (Instance(name, free_port(), root / f"data-{name}", env) for name in ("a", "b"))
     add_users(a.env, bucket)
     nginx = None
     try:
         for instance in (a, b):
-            instance.env["S3GATE_PORT"] = str(instance.port)
             instance.start()
         for instance in (a, b):
             instance.wait_ready()
-        (root / "nginx").mkdir()
         nginx, https = start_nginx(root / "nginx", [a.port, b.port])
         yield Cluster(a, b, https, root / "nginx" / "cert.pem", bucket, root, env)
     finally:
