@@ -184,6 +184,7 @@ def main() -> int:
     parser.add_argument("--wait-idle", type=float, default=60, help="seconds to wait for a quiet machine before each")
     args = parser.parse_args()
     size = settings_mod._number(int, args.size)
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     with tempfile.TemporaryDirectory(prefix="s3gate-bench-tls-") as tmp:
         root = Path(tmp)
         src = root / "src.bin"
@@ -252,6 +253,7 @@ def main() -> int:
     print(
         f"\n{os.cpu_count()} CPU cores; curl, nginx, gunicorn and SeaweedFS share them. nginx spooled nothing to disk."
     )
+    print(f"Load average at start: {load}; at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}.")
     return 0
 
 

@@ -46,6 +46,7 @@ NOT_RUN = {
     "Two commands": "starts the server and the whole test suite",
     "Users and permissions": "needs an interactive password prompt (a TTY) and users that do not exist",
     "Deploying": "sudo, nginx, certbot, systemd; its gunicorn block runs in test_gunicorn_command_as_printed",
+    "Scaling out": "sudo, PostgreSQL, several machines; tests/integration/test_cluster.py runs such a cluster",
 }
 
 

@@ -162,10 +162,23 @@ async def authenticate(request: web.Request, service: AuthService, remote: str |
         found = await service.session_principal(session_id)
         if found is not None:
             return found, True
-    if links.is_signed(request.query):
+    if links.is_signed(request.query) and _serves_links(request):
         signer = await service.signer_principal(request.query.get("by", ""))
         return signer.narrowed(READ_AND_LIST if links.is_archive(request.query) else READ_ONLY, via="link"), False
     return await service.anonymous(), False
+
+
+def _serves_links(request: web.Request) -> bool:
+    """Only a URL of something in a bucket may carry a link's credentials.
+
+    The link principal stands for its signer before the signature is checked
+    against the object: the policy checks it at every access, and every route
+    with a bucket in its path asks the policy (a link then reads its object,
+    nothing else: 403). Anywhere else (/api/whoami, /api/rights, /api/uploads,
+    /metrics...) no such check runs: there a forged ``?by=admin&sig=x`` would
+    be the admin. There the query is ignored.
+    """
+    return "bucket" in request.match_info
 
 
 def _status(exc: BaseException) -> int:

@@ -73,8 +73,9 @@ def _check_origin(request: web.Request) -> None:
 
 
 # -- the page (s3gate/ui/templates/login*.html, signed-in.html) ----------------------
-def _login_form(lang: str, next_url: str, error: str = "", name: str = "") -> str:
-    err = assets.render("login-error.html", lang, error=assets.STRINGS[lang][error]) if error else ""
+def _login_form(lang: str, next_url: str, error: str = "", name: str = "", **values: str) -> str:
+    text = assets.STRINGS[lang][error].format(**values) if error else ""
+    err = assets.render("login-error.html", lang, error=text) if error else ""
     return err + assets.render("login-form.html", lang, next=next_url, name=name)
 
 
@@ -135,7 +136,9 @@ async def login(request: web.Request) -> web.Response:
         if as_json:
             raise
         lang = page_language(request)
-        return _page(request, lang, _login_form(lang, next_url, "login_locked", name), status=429, headers=exc.headers)
+        wait = exc.headers.get("Retry-After", "60")
+        form = _login_form(lang, next_url, "login_locked", name, seconds=wait)
+        return _page(request, lang, form, status=429, headers=exc.headers)
     previous = request.cookies.get(COOKIE)
     if previous:
         await service.end_session(previous)  # one login, one session: no fixation, no orphans

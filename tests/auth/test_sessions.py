@@ -46,7 +46,7 @@ async def test_the_login_page_speaks_spanish(make_client):
     resp = await login(client, password="wrong password!", headers=es)
     assert resp.status == 429 and "Demasiados intentos fallidos" in await resp.text()
     resp = await login(client, password="wrong password!")
-    assert resp.status == 429 and "Too many failed sign-ins" in await resp.text()
+    assert resp.status == 429 and "Too many failed logins: try again in" in await resp.text()
 
 
 async def test_login_page_is_a_plain_form(make_client):

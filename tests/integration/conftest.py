@@ -326,20 +326,25 @@ class Gateway:
         return self.app[keys.LINKS]
 
 
+def settings_for(seaweed: SeaweedFS, data_dir: Path, **overrides: Any):
+    """The test gateway's settings on this SeaweedFS (also for gateways a whole module shares)."""
+    values: dict[str, Any] = dict(
+        s3_endpoint=seaweed.endpoint,
+        s3_access_key=seaweed.credentials.access_key,
+        s3_secret_key=seaweed.credentials.secret_key,
+        data_dir=str(data_dir),
+        part_size=PART,
+        parts_in_flight=2,
+        upload_memory_budget=32 * MiB,
+    )
+    values.update(overrides)
+    return make_settings(**values)
+
+
 @pytest.fixture
 def gateway_settings(seaweed, tmp_path):
     def make(**overrides: Any):
-        values: dict[str, Any] = dict(
-            s3_endpoint=seaweed.endpoint,
-            s3_access_key=seaweed.credentials.access_key,
-            s3_secret_key=seaweed.credentials.secret_key,
-            data_dir=str(tmp_path / "gateway-data"),
-            part_size=PART,
-            parts_in_flight=2,
-            upload_memory_budget=32 * MiB,
-        )
-        values.update(overrides)
-        return make_settings(**values)
+        return settings_for(seaweed, tmp_path / "gateway-data", **overrides)
 
     return make
 

@@ -13,7 +13,11 @@ The cluster starts once for the module, each part the production way:
 Tests call A and B directly by port where they must know which instance
 answers, and go through nginx where a client would. Where it matters, a
 request goes to every worker of every instance (one connection pinned to
-each worker), so nothing passes by luck of which worker answered.
+each worker), so nothing passes by luck of which worker answered. The
+sweepers run every second (``upload_sweep_seconds``). Two tests kill an
+instance (SIGKILL to its gunicorn master and workers: a machine gone); the
+``cluster`` fixture starts it again for any later test, and the last test
+leaves its victim down.
 """
 
 from __future__ import annotations

@@ -9,18 +9,25 @@ so neither blocks the other.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+import pytest_asyncio
 
 from s3gate import keys
+from s3gate.app import create_app
 from s3gate.auth.rules import Rule
+from s3gate.embedded import SeaweedFS
 from tests.integration import conftest as integration
-from tests.integration.conftest import Gateway, Store
+from tests.integration.conftest import Gateway, GatewayServer, Store, settings_for
 
 # The integration suite's fixtures, shared (a real SeaweedFS, the gateway on loopback).
 seaweed = integration.seaweed
@@ -42,8 +49,9 @@ CHROMIUM_FLAGS = [
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
 
-@pytest.fixture
-async def browser():
+@asynccontextmanager
+async def chromium():
+    """Playwright's driver and Debian's Chromium (about 2 s to start: modules that can share one do)."""
     from playwright.async_api import async_playwright
 
     if not os.access(CHROMIUM, os.X_OK):
@@ -65,6 +73,19 @@ async def browser():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+@pytest.fixture
+async def browser():
+    async with chromium() as b:
+        yield b
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def module_browser():
+    """One Chromium for a module whose tests run in the module's event loop (``pytest.mark.asyncio(loop_scope="module")``)."""
+    async with chromium() as b:
+        yield b
+
+
 @dataclass
 class Site:
     gateway: Gateway
@@ -79,7 +100,29 @@ class Site:
 @pytest.fixture
 async def site(start_gateway, store) -> Site:
     """The gateway with auth on, a bucket, alice (all rights there) and bob (read and list; write in mixed/ok/)."""
-    gw = await start_gateway(auth=True, login_delay=0)
+    return await populate(await start_gateway(auth=True, login_delay=0), store)
+
+
+@asynccontextmanager
+async def module_site(seaweed: SeaweedFS, store: Store, data_dir: Path, **overrides: Any) -> AsyncIterator[Site]:
+    """A site as ``site`` gives, for a whole module (a module-scoped fixture, in the module's event loop).
+
+    Starting the gateway and making the users costs seconds on a busy
+    machine; tests that leave each other's state alone share one. A test may
+    swap ``site.gateway.server`` (a restart): whichever serves at the end is closed.
+    """
+    settings = settings_for(seaweed, data_dir, auth=True, login_delay=0, **overrides)
+    server = GatewayServer(create_app(settings))
+    await server.start_server()
+    gw = Gateway(server, settings)
+    try:
+        yield await populate(gw, store)
+    finally:
+        await gw.server.close()
+
+
+async def populate(gw: Gateway, store: Store) -> Site:
+    """A fresh bucket; alice may do all there, bob may read and list it and write in mixed/ok/."""
     bucket = await store.new_bucket()
     service = gw.app[keys.AUTH]
     await service.add_user("alice", PASSWORD)
@@ -88,6 +131,22 @@ async def site(start_gateway, store) -> Site:
     await service.grant("bob", Rule.parse(f"{bucket}:read,list"))
     await service.grant("bob", Rule.parse(f"{bucket}/mixed/ok:write"))
     return Site(gw, bucket, store)
+
+
+async def restart_gateway(site: Site, **changes: Any) -> GatewayServer:
+    """The gateway stops (requests in flight are cut off) and starts again on the same port and data.
+
+    ``changes`` are settings changed meanwhile (as an admin would, restarting).
+    """
+    old = site.gateway.server
+    port = old.port
+    await old.close()
+    site.gateway.settings = dataclasses.replace(site.gateway.settings, **changes)
+    new = GatewayServer(create_app(site.gateway.settings))
+    new.port = port  # the page's origin (and cookie) stay the same
+    await new.start_server()
+    site.gateway.server = new
+    return new
 
 
 def keep_screenshot(path: Path) -> None:

@@ -23,7 +23,8 @@ XSS = "<img src=x onerror=alert(1)>.txt"
 
 
 # -- helpers -------------------------------------------------------------------------------
-async def sign_in(browser, site: Site, user: str = "alice", **context_options):
+async def new_page(browser, **context_options):
+    """A tab in a context of its own (``storage_state=`` to start signed in)."""
     context = await browser.new_context(accept_downloads=True, **context_options)
     page = await context.new_page()
     page.dialogs = []  # any alert()/confirm() the page opens: the page itself never uses them
@@ -33,6 +34,11 @@ async def sign_in(browser, site: Site, user: str = "alice", **context_options):
         await dialog.dismiss()
 
     page.on("dialog", on_dialog)
+    return page
+
+
+async def sign_in(browser, site: Site, user: str = "alice", **context_options):
+    page = await new_page(browser, **context_options)
     await page.goto(site.base + "/")
     assert "/login?next=" in page.url  # a stranger is sent to the form first
     await page.fill("#username", user)
@@ -40,6 +46,14 @@ async def sign_in(browser, site: Site, user: str = "alice", **context_options):
     await page.click("button[type=submit]")
     await page.wait_for_url(site.base + "/")
     return page
+
+
+async def session_of(browser, site: Site, user: str = "alice") -> dict:
+    """Sign in once; the cookies, for ``new_page(browser, storage_state=...)`` in the tests of a module."""
+    page = await sign_in(browser, site, user)
+    state = await page.context.storage_state()
+    await page.context.close()
+    return state
 
 
 # The page's CSP forbids eval, which Playwright's wait_for_function needs: waits

@@ -17,14 +17,16 @@ import os
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 
 from s3gate import keys
-from s3gate.app import create_app
-from tests.integration.conftest import PART, GatewayServer, eventually
-from tests.ui.conftest import Site, keep_screenshot
-from tests.ui.test_page import open_folder, sign_in, uploads_settled
+from tests.integration.conftest import PART, eventually
+from tests.ui.conftest import Site, keep_screenshot, module_site, restart_gateway
+from tests.ui.test_page import new_page, open_folder, session_of, uploads_settled
 
-pytestmark = pytest.mark.integration
+# One gateway, one Chromium and one sign-in for the module (seconds each on a
+# busy machine); each test sends its own copy of the file in a tab of its own.
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
 SIZE = 200 * 1024 * 1024
 PARTS = SIZE // PART  # 40
@@ -40,6 +42,32 @@ def big_file(tmp_path_factory) -> tuple[Path, str]:
             digest.update(chunk)
             fh.write(chunk)
     return path, digest.hexdigest()
+
+
+def named(big_file: tuple[Path, str], name: str) -> Path:
+    """The same 200 MiB under another name (a hard link): each test uploads its own key."""
+    path = big_file[0].with_name(name)
+    if not path.exists():
+        os.link(big_file[0], path)
+    return path
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def site(seaweed, store, tmp_path_factory):
+    async with module_site(seaweed, store, tmp_path_factory.mktemp("resume-gateway") / "data") as shared:
+        yield shared
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def alice(module_browser, site) -> dict:
+    return await session_of(module_browser, site)
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def page(module_browser, alice):
+    page = await new_page(module_browser, storage_state=alice)
+    yield page
+    await page.context.close()
 
 
 def part_puts(page) -> list[int]:
@@ -74,9 +102,8 @@ async def stored_digest(site: Site, key: str) -> str:
     return hashlib.sha256(await site.store.get(site.bucket, key)).hexdigest()
 
 
-async def test_network_drop_pauses_and_resumes_by_itself(browser, site: Site, big_file, tmp_path):
+async def test_network_drop_pauses_and_resumes_by_itself(page, site: Site, big_file, tmp_path):
     path, digest = big_file
-    page = await sign_in(browser, site)
     await open_folder(page, site)
     started = part_puts(page)
     await page.set_input_files("#pick-files", str(path))
@@ -86,6 +113,12 @@ async def test_network_drop_pauses_and_resumes_by_itself(browser, site: Site, bi
     thaw(site)  # the parts already on their way land; the next ones cannot leave the browser
     await page.wait_for_selector('#uploads[data-paused="1"]', state="attached", timeout=30_000)
     assert await page.locator("#active-list .item.sending").count() == 1  # paused, not failed
+    # Paused: no speed and no time left counting down, only the pause (read in one go:
+    # the same render writes both).
+    paused, label = await page.evaluate(
+        "() => [document.getElementById('uploads').dataset.paused, document.getElementById('overall-label').textContent]"
+    )
+    assert paused == "1" and "paused" in label and "left" not in label and "/s" not in label, label
     held = await site.store.parts_done(site.bucket, "big.bin")
     assert PARTS // 4 <= held < PARTS  # cut mid-way
     shot = tmp_path / "upload-paused.png"
@@ -101,46 +134,29 @@ async def test_network_drop_pauses_and_resumes_by_itself(browser, site: Site, bi
     assert (len(started) - PARTS) * PART < SIZE / 4, started  # re-sent: less than a quarter
 
 
-async def restart_gateway(site: Site) -> GatewayServer:
-    """The gateway stops (its part requests in flight answer 503) and starts again on the same port and data."""
-    old = site.gateway.server
-    port = old.port
-    await old.close()
-    new = GatewayServer(create_app(site.gateway.settings))
-    new.port = port  # the page's origin (and cookie) stay the same
-    await new.start_server()
-    site.gateway.server = new
-    return new
-
-
-async def test_gateway_restart_mid_upload_resends_only_what_was_cut(browser, site: Site, big_file):
-    path, digest = big_file
-    page = await sign_in(browser, site)
+async def test_gateway_restart_mid_upload_resends_only_what_was_cut(page, site: Site, big_file):
+    path, digest = named(big_file, "big-restart.bin"), big_file[1]
     await open_folder(page, site)
     started = part_puts(page)
     await page.set_input_files("#pick-files", str(path))
 
-    await freeze_once_a_quarter_is_stored(site, "big.bin")
-    new = await restart_gateway(site)  # the parts waiting in the old gateway are cut off
-    try:
-        state = await uploads_settled(page, 1)
-        assert state["done"] == "1" and state["failed"] == "0", state
-        assert await stored_digest(site, "big.bin") == digest
-        assert await site.store.open_uploads(site.bucket) == []
-        sent_again = len(started) - PARTS
-        assert 0 < sent_again, started  # the parts cut off were sent again...
-        assert sent_again * PART < SIZE / 4, started  # ...and little else
-        assert sorted(set(started)) == list(range(1, PARTS + 1))
-    finally:
-        await new.close()
+    await freeze_once_a_quarter_is_stored(site, path.name)
+    await restart_gateway(site)  # the parts waiting in the old gateway are cut off; the module closes the new one
+    state = await uploads_settled(page, 1)
+    assert state["done"] == "1" and state["failed"] == "0", state
+    assert await stored_digest(site, path.name) == digest
+    assert await site.store.open_uploads(site.bucket) == []
+    sent_again = len(started) - PARTS
+    assert 0 < sent_again, started  # the parts cut off were sent again...
+    assert sent_again * PART < SIZE / 4, started  # ...and little else
+    assert sorted(set(started)) == list(range(1, PARTS + 1))
 
 
-async def test_after_a_reload_only_missing_parts_are_sent(browser, site: Site, big_file):
-    path, digest = big_file
-    page = await sign_in(browser, site)
+async def test_after_a_reload_only_missing_parts_are_sent(page, site: Site, big_file):
+    path, digest = named(big_file, "big-reload.bin"), big_file[1]
     await open_folder(page, site)
     await page.set_input_files("#pick-files", str(path))
-    await freeze_once_a_quarter_is_stored(site, "big.bin")
+    await freeze_once_a_quarter_is_stored(site, path.name)
     context = page.context
     await page.close()  # the tab is gone, its requests with it
     thaw(site)
@@ -157,12 +173,12 @@ async def test_after_a_reload_only_missing_parts_are_sent(browser, site: Site, b
     await open_folder(page, site)
     # The page lists the unfinished upload...
     await page.wait_for_selector('#unfinished[data-count="1"]', state="visible")
-    assert await page.locator("#unfinished-list .item", has_text=f"{site.bucket}/big.bin").count() == 1
+    assert await page.locator("#unfinished-list .item", has_text=f"{site.bucket}/{path.name}").count() == 1
     # ... and the same file picked again is matched to it: only the missing parts go.
     await page.set_input_files("#pick-files", str(path))
     state = await uploads_settled(page, 1)
     assert state["done"] == "1" and state["failed"] == "0", state
-    assert await stored_digest(site, "big.bin") == digest
+    assert await stored_digest(site, path.name) == digest
     assert await site.store.open_uploads(site.bucket) == []
 
     assert len(statuses) == 1, statuses  # asked once which parts S3 holds

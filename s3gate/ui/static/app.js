@@ -577,14 +577,27 @@
     return { c, total, sent };
   }
 
+  // Speed is what was sent over the last few seconds; time left is what remains
+  // at that speed. While every upload in flight is paused (the network is gone)
+  // neither is shown, only "paused", and the measure starts afresh once bytes
+  // flow again: a pause neither counts down nor drags the speed afterwards. A
+  // tick re-renders while busy, so a stalled link shows the speed falling even
+  // when no progress event comes.
+  const SPEED_WINDOW_MS = 5000;
+  let uploadsTicker = 0;
+
   function renderUploadsNow() {
     const { c, total, sent } = tally();
     const now = performance.now();
-    up.samples.push([now, sent]);
-    while (up.samples.length > 2 && now - up.samples[0][0] > 5000) up.samples.shift();
-    const [t0, s0] = up.samples[0];
-    const speed = now > t0 ? ((sent - s0) * 1000) / (now - t0) : 0;
     const busy = c.queued + c.sending + c.conflict > 0;
+    const paused = up.active.size > 0 && [...up.active].every((i) => i.paused);
+    if (paused || !busy) up.samples = [];
+    else up.samples.push([now, sent]);
+    while (up.samples.length > 2 && now - up.samples[0][0] > SPEED_WINDOW_MS) up.samples.shift();
+    const [t0, s0] = up.samples[0] || [now, sent];
+    const speed = now > t0 ? Math.max(0, ((sent - s0) * 1000) / (now - t0)) : 0;
+    if (busy && !uploadsTicker) uploadsTicker = setInterval(renderUploads, 1000);
+    else if (!busy && uploadsTicker) { clearInterval(uploadsTicker); uploadsTicker = 0; }
     const bar = $('overall-bar');
     bar.max = total || 1;
     bar.value = total ? sent : up.items.length ? 1 : 0;
@@ -592,7 +605,8 @@
       t('files_done', { done: c.done, count: up.items.length - c.cancelled - c.skipped }),
       t('bytes_of', { sent: bytes(sent), total: bytes(total) }),
     ];
-    if (busy) parts.push(t('speed', { speed: bytes(speed) }), t('time_left', { time: duration((total - sent) / speed) }));
+    if (paused) parts.push(t('paused_retrying'));
+    else if (busy) parts.push(t('speed', { speed: bytes(speed) }), t('time_left', { time: duration(speed > 0 ? (total - sent) / speed : Infinity) }));
     if (c.failed) parts.push(t('n_failed', { count: c.failed }));
     if (c.skipped) parts.push(t('n_skipped', { count: c.skipped }));
     $('overall-label').textContent = parts.join(' · ');

@@ -1,0 +1,192 @@
+"""The page's quality in real Chromium: upload limits, the keyboard path, the dark theme, a phone-width screen.
+
+One gateway (with a small upload limit), one Chromium and one sign-in serve
+the whole module; each test opens a tab of its own. Colours and focus rings
+are read from the browser's computed styles, not from the stylesheet.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import pytest_asyncio
+
+from tests.ui.conftest import Site, keep_screenshot, module_site, restart_gateway
+from tests.ui.test_page import new_page, open_folder, session_of, uploads_settled
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
+
+LIMIT = 64 * 1024  # max_upload_bytes of this module's gateway
+LONG = "a-rather-long-file-name-without-any-spaces-that-must-not-widen-the-page-on-a-phone-0123456789.txt"
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def site(seaweed, store, tmp_path_factory):
+    data = tmp_path_factory.mktemp("access-gateway") / "data"
+    async with module_site(seaweed, store, data, max_upload_bytes=LIMIT) as shared:
+        await store.put(shared.bucket, "readme.txt", b"a row to look at\n")
+        await store.put(shared.bucket, "folder/inner.txt", b"a folder to look at\n")
+        await store.put(shared.bucket, LONG, b"long\n")
+        yield shared
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def alice(module_browser, site) -> dict:
+    return await session_of(module_browser, site)
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def page(module_browser, alice):
+    page = await new_page(module_browser, storage_state=alice)
+    yield page
+    await page.context.close()
+
+
+def files(tmp_path, **sizes: int) -> list[str]:
+    paths = []
+    for name, size in sizes.items():
+        path = tmp_path / name.replace("_", ".")
+        path.write_bytes(b"x" * size)
+        paths.append(str(path))
+    return paths
+
+
+async def failures(page) -> list[str]:
+    return await page.locator("#failure-list li").all_inner_texts()
+
+
+# -- limits ------------------------------------------------------------------------------
+async def test_over_the_limit_is_listed_while_the_others_complete(page, site: Site, tmp_path):
+    await open_folder(page, site, "limit/")
+    await page.set_input_files("#pick-files", files(tmp_path, a_txt=100, b_txt=LIMIT, big_bin=LIMIT + 1))
+    state = await uploads_settled(page, 3)
+    assert state["done"] == "2" and state["failed"] == "1", state
+    [failure] = await failures(page)
+    assert "limit/big.bin" in failure and "over the size limit" in failure
+    assert sorted(await site.store.keys(site.bucket, "limit/")) == ["limit/a.txt", "limit/b.txt"]
+
+
+async def test_a_413_from_the_gateway_is_listed_as_over_the_limit(page, site: Site, tmp_path):
+    """The page knew a larger limit (it was lowered and the gateway restarted since): the gateway's 413 is the reason shown."""
+    await open_folder(page, site, "late/")
+    smaller = LIMIT // 2
+    await restart_gateway(site, max_upload_bytes=smaller)
+    await page.set_input_files("#pick-files", files(tmp_path, a_txt=100, big_bin=smaller + 1, c_txt=200))
+    state = await uploads_settled(page, 3)
+    assert state["done"] == "2" and state["failed"] == "1", state
+    [failure] = await failures(page)
+    assert "late/big.bin" in failure and "over the size limit" in failure and "exceeds the limit" in failure
+    assert sorted(await site.store.keys(site.bucket, "late/")) == ["late/a.txt", "late/c.txt"]
+
+
+# -- the keyboard ----------------------------------------------------------------------------
+async def test_keyboard_reaches_and_opens_the_pickers_with_a_visible_focus(page, site: Site):
+    await open_folder(page, site)
+    await page.wait_for_selector("#dropzone", state="visible")
+    opens = {"dropzone": "pick-files", "pick-files-button": "pick-files", "pick-folder-button": "pick-folder"}
+    reached: dict[str, dict] = {}
+    for _ in range(40):  # Tab from the top of the page, as a keyboard user does
+        await page.keyboard.press("Tab")
+        focused = await page.evaluate(
+            """() => { const e = document.activeElement, s = getComputedStyle(e);
+                       return {id: e.id, visible: e.matches(':focus-visible'),
+                               outline: s.outlineStyle, width: parseFloat(s.outlineWidth)}; }"""
+        )
+        if focused["id"] in opens and focused["id"] not in reached:
+            reached[focused["id"]] = focused
+            for key in ("Enter", " "):
+                print("TRY", focused["id"], repr(key), flush=True)
+                async with page.expect_file_chooser(timeout=5_000) as chooser:
+                    await page.keyboard.press(key)
+                picker = await (await chooser.value).element.get_attribute("id")
+                assert picker == opens[focused["id"]], (focused["id"], key, picker)
+        if len(reached) == len(opens):
+            break
+    assert reached.keys() == opens.keys(), reached
+    for name, focused in reached.items():
+        assert focused["visible"] and focused["outline"] != "none" and focused["width"] >= 2, (name, focused)
+
+
+# -- colours -----------------------------------------------------------------------------------
+# Text and the background it is drawn on (the first ancestor with a non-transparent one).
+COLOURS = """(selectors) => {
+  const back = (e) => { for (; e; e = e.parentElement) { const c = getComputedStyle(e).backgroundColor;
+                          if (!/^rgba\\(.*, 0\\)$/.test(c) && c !== 'transparent') return c; }
+                        return 'rgb(255, 255, 255)'; };
+  const out = {};
+  for (const s of selectors) { const e = document.querySelector(s);
+    out[s] = e ? [getComputedStyle(e).color, back(e)] : null; }
+  return out;
+}"""
+TEXTS = [
+    "body",
+    "#folder-title",
+    "#drop-help",  # muted
+    "#crumbs a",  # a link
+    "#pick-files-button",  # a button
+    "#rows .row .c-size",  # muted, in the table
+    "#rows .row a.name",
+    "#rows .row button.danger",
+    "#filter",
+]
+
+
+def luminance(css: str) -> float:
+    r, g, b = (int(v) / 255 for v in re.findall(r"[\d.]+", css)[:3])
+
+    def lin(c: float) -> float:  # WCAG 2.x relative luminance
+        return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+
+    return 0.2126 * lin(r) + 0.7152 * lin(g) + 0.0722 * lin(b)
+
+
+def contrast(fg: str, bg: str) -> float:
+    hi, lo = sorted((luminance(fg), luminance(bg)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+async def test_dark_theme_follows_the_system_and_stays_readable(page, site: Site, tmp_path):
+    await open_folder(page, site)
+    await page.wait_for_selector("#rows .row button.danger")
+    light = await page.evaluate(COLOURS, TEXTS)
+    await page.emulate_media(color_scheme="dark")
+    dark = await page.evaluate(COLOURS, TEXTS)
+    for scheme, colours in (("light", light), ("dark", dark)):
+        for selector, pair in colours.items():
+            assert pair is not None, selector
+            assert contrast(*pair) >= 4.5, (scheme, selector, pair, round(contrast(*pair), 2))
+    assert dark["body"] != light["body"]
+    assert luminance(dark["body"][1]) < 0.05 < 0.9 < luminance(light["body"][1])  # dark page, light page
+    shot = tmp_path / "folder-view-dark.png"
+    await page.screenshot(path=str(shot))
+    keep_screenshot(shot)
+
+
+# -- a phone ---------------------------------------------------------------------------------
+async def test_phone_width_needs_no_sideways_scrolling(module_browser, alice, site: Site, tmp_path):
+    page = await new_page(module_browser, storage_state=alice, viewport={"width": 375, "height": 740})
+    try:
+
+        async def fits(what: str) -> None:
+            scroll, inner = await page.evaluate("() => [document.scrollingElement.scrollWidth, innerWidth]")
+            assert scroll <= inner, (what, scroll, inner)
+
+        await page.goto(site.base + "/")
+        await page.wait_for_selector("#bucket-list a")
+        await fits("the bucket list")
+        await open_folder(page, site)
+        await page.wait_for_selector("#rows .row >> text=readme.txt")
+        await fits("a folder")
+        # The upload box with a long name failing (over the limit) and one done.
+        local = tmp_path / LONG.replace("a-rather", "another")
+        local.write_bytes(b"x" * (LIMIT + 1))
+        (tmp_path / "small.txt").write_bytes(b"small")
+        await page.set_input_files("#pick-files", [str(local), str(tmp_path / "small.txt")])
+        await uploads_settled(page, 2)
+        await fits("the upload box")
+        await page.click("#rows .row >> text=folder/")
+        await page.wait_for_selector("#rows .row >> text=inner.txt")
+        await fits("a folder with the upload box")
+    finally:
+        await page.context.close()
