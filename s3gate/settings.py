@@ -351,7 +351,17 @@ class Settings:
         for f in fields(self):
             value = getattr(self, f.name)
             out[f.name] = "***" if f.metadata.get("secret") and value else value
+        out["users_db"] = redact_url(self.users_db)
         return out
+
+
+def redact_url(url: str) -> str:
+    """A database URL fit for messages: postgresql://user:secret@host/db -> user:***@; ?password=... too.
+
+    (A password is better kept in ~/.pgpass or PGPASSWORD; if one is in the URL, it is never shown.)
+    """
+    url = re.sub(r"^([a-z]+://[^/:@]*):[^@/]*@", r"\1:***@", url)
+    return re.sub(r"(?i)(password=)[^&\s]*", r"\1***", url)
 
 
 def _coerce(name: str, kind: Any, raw: Any) -> Any:

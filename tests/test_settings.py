@@ -142,3 +142,10 @@ def test_trusted_proxies_parsed_once():
     s = settings_mod.load({"S3GATE_TRUSTED_PROXIES": "127.0.0.1/32, ::1 10.1.2.3/8 unix"}, use_file=False)
     assert [str(n) for n in s.trusted_networks] == ["127.0.0.1/32", "::1/128", "10.0.0.0/8", "unix"]
     assert s.trusted_networks is s.trusted_networks
+
+
+def test_a_password_in_the_users_database_url_is_redacted():
+    s = settings_mod.load(
+        {"S3GATE_USERS_DB": "postgresql://gate:hunter2@db.internal/users", "S3GATE_SECRET_FILE": "/s"}, use_file=False
+    )
+    assert "hunter2" not in repr(s.redacted()) and s.redacted()["users_db"] == "postgresql://gate:***@db.internal/users"

@@ -35,6 +35,7 @@ import psycopg_pool
 
 from ..errors import ConfigError
 from ..private import ensure_private_file
+from ..settings import redact_url
 
 T = TypeVar("T")
 Row = tuple[Any, ...]
@@ -62,12 +63,6 @@ def describe(users_db: str, data_dir: str | Path) -> str:
     if is_server_url(users_db):
         return redact_url(users_db)
     return str(database_path(data_dir, users_db).resolve())
-
-
-def redact_url(url: str) -> str:
-    # postgresql://user:secret@host/db -> postgresql://user:***@host/db; and ?password=... too
-    url = re.sub(r"^([a-z]+://[^/:@]*):[^@/]*@", r"\1:***@", url)
-    return re.sub(r"(?i)(password=)[^&\s]*", r"\1***", url)
 
 
 class Tx(abc.ABC):
