@@ -58,13 +58,6 @@ def database_path(data_dir: str | Path, users_db: str) -> Path:
     return path if path.is_absolute() else Path(data_dir) / path
 
 
-def describe(users_db: str, data_dir: str | Path) -> str:
-    """Where the users live, for messages: never a password."""
-    if is_server_url(users_db):
-        return redact_url(users_db)
-    return str(database_path(data_dir, users_db).resolve())
-
-
 class Tx(abc.ABC):
     """Statements on one connection (inside a transaction, or autocommit)."""
 
