@@ -17,7 +17,7 @@ import struct
 import pytest
 
 from s3gate import keys
-from tests.integration.conftest import (
+from tests.integration.helpers import (
     PART,
     MiB,
     curl,

@@ -42,7 +42,7 @@ import pytest
 from s3gate.embedded import free_port
 from s3gate.private import write_private
 from s3gate.storage.journal import process_identity
-from tests.integration.conftest import (
+from tests.integration.helpers import (
     PART,
     MiB,
     curl,

@@ -10,7 +10,7 @@ import pytest
 
 from s3gate import keys
 from s3gate.http import downloads
-from tests.integration.conftest import MiB, curl, random_bytes, run, sha256, sha256_file
+from tests.integration.helpers import MiB, curl, random_bytes, run, sha256, sha256_file
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from s3gate import keys
-from tests.integration.conftest import (
+from tests.integration.helpers import (
     Tree,
     curl,
     eventually,

@@ -23,7 +23,7 @@ from urllib.parse import quote
 import pytest
 
 from s3gate import keys
-from tests.integration.conftest import MiB, Tree, curl, eventually, random_bytes, run, tree_digests
+from tests.integration.helpers import MiB, Tree, curl, eventually, random_bytes, run, tree_digests
 
 pytestmark = pytest.mark.integration
 

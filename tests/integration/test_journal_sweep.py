@@ -16,7 +16,7 @@ import pytest
 
 from s3gate import keys
 from s3gate.storage.journal import UploadJournal, process_identity
-from tests.integration.conftest import PART, eventually, random_bytes, request_head
+from tests.integration.helpers import PART, eventually, random_bytes, request_head
 
 pytestmark = pytest.mark.integration
 

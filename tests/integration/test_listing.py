@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.integration.conftest import curl, run
+from tests.integration.helpers import curl, run
 
 pytestmark = pytest.mark.integration
 

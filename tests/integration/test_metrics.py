@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from s3gate.embedded import free_port
 
-from .conftest import curl, eventually, read_response, request_head, run
+from .helpers import curl, eventually, read_response, request_head, run
 from .test_processes import BIN, Running, child_env, processes, wait_ready  # noqa: F401 (processes: a fixture)
 from .test_proven_workers import connection_to_each_worker
 

@@ -28,7 +28,7 @@ from s3gate.auth.rules import Rule
 from s3gate.certs import self_signed
 from s3gate.embedded import free_port
 from s3gate.private import write_private
-from tests.integration.conftest import MiB, random_bytes, run, sha256
+from tests.integration.helpers import MiB, random_bytes, run, sha256
 
 pytestmark = pytest.mark.integration
 

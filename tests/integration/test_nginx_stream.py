@@ -24,7 +24,7 @@ import psutil
 import pytest
 
 from s3gate.auth.rules import Rule
-from tests.integration.conftest import MiB, eventually, random_bytes, run, sha256, sha256_file
+from tests.integration.helpers import MiB, eventually, random_bytes, run, sha256, sha256_file
 from tests.integration.test_nginx import PASSWORD, behind_nginx, start_nginx  # noqa: F401
 
 pytestmark = pytest.mark.integration

@@ -17,7 +17,7 @@ from s3gate.auth.config import check as check_auth
 from s3gate.auth.rules import Rule
 from s3gate.auth.service import AuthService
 from tests import permission_matrix as matrix
-from tests.integration.conftest import Store, curl, run
+from tests.integration.helpers import Store, curl, run
 from tests.integration.test_processes import processes, start_gunicorn  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.integration

@@ -24,7 +24,7 @@ import psutil
 import pytest
 
 from s3gate.embedded import _low_port, free_port
-from tests.integration.conftest import (
+from tests.integration.helpers import (
     PART,
     MiB,
     eventually,

@@ -8,7 +8,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from .conftest import read_response, request_head
+from .helpers import read_response, request_head
 from .test_processes import child_env, processes, start_gunicorn  # noqa: F401 (processes: a fixture)
 
 pytestmark = pytest.mark.integration

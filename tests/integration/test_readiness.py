@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.integration.conftest import curl
+from tests.integration.helpers import curl
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ import os
 import aiohttp
 import pytest
 
-from tests.integration.conftest import PART
+from tests.integration.helpers import PART
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.integration.conftest import KiB, curl, random_bytes, run, sha256, sha256_file
+from tests.integration.helpers import KiB, curl, random_bytes, run, sha256, sha256_file
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from s3gate.embedded import free_port
-from tests.integration.conftest import MiB, random_bytes, run, sha256_file
+from tests.integration.helpers import MiB, random_bytes, run, sha256_file
 from tests.integration.test_processes import BIN, child_env
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.integration.conftest import PART, KiB, MiB, curl, random_bytes, run, sha256, sha256_file
+from tests.integration.helpers import PART, KiB, MiB, curl, random_bytes, run, sha256, sha256_file
 
 pytestmark = pytest.mark.integration
 

@@ -27,7 +27,7 @@ from s3gate.app import create_app
 from s3gate.auth.rules import Rule
 from s3gate.embedded import SeaweedFS
 from tests.integration import conftest as integration
-from tests.integration.conftest import Gateway, GatewayServer, Store, settings_for
+from tests.integration.helpers import Gateway, GatewayServer, Store, settings_for
 
 # The integration suite's fixtures, shared (a real SeaweedFS, the gateway on loopback).
 seaweed = integration.seaweed

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import expect
 
-from tests.integration.conftest import eventually
+from tests.integration.helpers import eventually
 from tests.ui.conftest import PASSWORD, Site, keep_screenshot
 
 pytestmark = pytest.mark.integration
