@@ -26,13 +26,12 @@ import pytest
 from s3gate.embedded import free_port
 from tests.integration.conftest import (  # the integration fixtures, used here too
     bucket,  # noqa: F401
-    eventually,
     gateway_settings,  # noqa: F401
-    run,
     seaweed,  # noqa: F401
     start_gateway,  # noqa: F401
     store,  # noqa: F401
 )
+from tests.integration.helpers import eventually, run
 
 pytestmark = pytest.mark.integration
 
