@@ -81,31 +81,45 @@ async def test_a_413_from_the_gateway_is_listed_as_over_the_limit(page, site: Si
 
 
 # -- the keyboard ----------------------------------------------------------------------------
+FOCUSED = """() => { const e = document.activeElement, s = getComputedStyle(e);
+                     return {id: e.id, visible: e.matches(':focus-visible'),
+                             outline: s.outlineStyle, width: parseFloat(s.outlineWidth)}; }"""
+
+
+async def tab_to(page, target: str) -> dict:
+    """Press Tab (from wherever the focus is) until ``target`` has the focus; how its focus looks."""
+    for _ in range(40):
+        await page.keyboard.press("Tab")
+        focused = await page.evaluate(FOCUSED)
+        if focused["id"] == target:
+            return focused
+    raise AssertionError(f"Tab never reached #{target}")
+
+
+async def opens(page, key: str) -> str:
+    """Press key on the focused control: the id of the file input whose picker opened."""
+    async with page.expect_file_chooser(timeout=5_000) as chooser:
+        await page.keyboard.press(key)
+    return await (await chooser.value).element.get_attribute("id")
+
+
 async def test_keyboard_reaches_and_opens_the_pickers_with_a_visible_focus(page, site: Site):
     await open_folder(page, site)
     await page.wait_for_selector("#dropzone", state="visible")
-    opens = {"dropzone": "pick-files", "pick-files-button": "pick-files", "pick-folder-button": "pick-folder"}
-    reached: dict[str, dict] = {}
-    for _ in range(40):  # Tab from the top of the page, as a keyboard user does
-        await page.keyboard.press("Tab")
-        focused = await page.evaluate(
-            """() => { const e = document.activeElement, s = getComputedStyle(e);
-                       return {id: e.id, visible: e.matches(':focus-visible'),
-                               outline: s.outlineStyle, width: parseFloat(s.outlineWidth)}; }"""
-        )
-        if focused["id"] in opens and focused["id"] not in reached:
-            reached[focused["id"]] = focused
-            for key in ("Enter", " "):
-                print("TRY", focused["id"], repr(key), flush=True)
-                async with page.expect_file_chooser(timeout=5_000) as chooser:
-                    await page.keyboard.press(key)
-                picker = await (await chooser.value).element.get_attribute("id")
-                assert picker == opens[focused["id"]], (focused["id"], key, picker)
-        if len(reached) == len(opens):
-            break
-    assert reached.keys() == opens.keys(), reached
-    for name, focused in reached.items():
-        assert focused["visible"] and focused["outline"] != "none" and focused["width"] >= 2, (name, focused)
+    focus = {}
+    # Tab from the top of the page, as a keyboard user does: the drop zone, then its two buttons.
+    for control in ("dropzone", "pick-files-button"):
+        focus[control] = await tab_to(page, control)
+        assert [await opens(page, "Enter"), await opens(page, " ")] == ["pick-files", "pick-files"], control
+    focus["pick-folder-button"] = await tab_to(page, "pick-folder-button")
+    # The folder picker from a tab of its own: Chromium opens no second picker of another
+    # input in a frame while the test leaves the first unanswered (a user's dialog is modal).
+    other = await page.context.new_page()
+    await open_folder(other, site)
+    await tab_to(other, "pick-folder-button")
+    assert [await opens(other, "Enter"), await opens(other, " ")] == ["pick-folder", "pick-folder"]
+    for control, looks in focus.items():
+        assert looks["visible"] and looks["outline"] != "none" and looks["width"] >= 2, (control, looks)
 
 
 # -- colours -----------------------------------------------------------------------------------

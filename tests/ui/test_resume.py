@@ -20,7 +20,7 @@ import pytest
 import pytest_asyncio
 
 from s3gate import keys
-from tests.integration.conftest import PART, eventually
+from tests.integration.helpers import PART, eventually
 from tests.ui.conftest import Site, keep_screenshot, module_site, restart_gateway
 from tests.ui.test_page import new_page, open_folder, session_of, uploads_settled
 
