@@ -26,6 +26,8 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -36,6 +38,48 @@ from s3gate.embedded import Credentials, SeaweedFS, free_port
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+# -- shared with bench/page_upload.py ----------------------------------------------------
+@asynccontextmanager
+async def chromium(tmp: Path) -> AsyncIterator:
+    """Debian's Chromium, headless, through Playwright; its temp files under tmp."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=FLAGS, env={**os.environ, "TMPDIR": str(tmp)}
+        )
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+def start_store(root: Path, bucket: str) -> SeaweedFS:
+    """A SeaweedFS of its own under root (loopback, fresh credentials) holding an empty bucket."""
+    seaweed = SeaweedFS(root, credentials=Credentials("b" + secrets.token_hex(6), secrets.token_urlsafe(24)))
+    seaweed.start()
+    try:
+        seaweed.client().create_bucket(Bucket=bucket)
+    except BaseException:
+        seaweed.stop(5)
+        raise
+    return seaweed
+
+
+def store_settings(seaweed: SeaweedFS, data_dir: Path, **overrides) -> settings_mod.Settings:
+    """The gateway's settings for a bench: production defaults, auth off, this store."""
+    return settings_mod.load(
+        environ={},
+        use_file=False,
+        auth=False,
+        s3_endpoint=seaweed.endpoint,
+        s3_access_key=seaweed.credentials.access_key,
+        s3_secret_key=seaweed.credentials.secret_key,
+        data_dir=str(data_dir),
+        **overrides,
+    )
 
 
 def make_tree(root: Path, files: int) -> Path:
@@ -49,12 +93,7 @@ def make_tree(root: Path, files: int) -> Path:
 
 
 async def measure(base: str, bucket: str, tree: Path, files: int, upload_seconds: float, tmp: Path) -> dict:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=FLAGS, env={**os.environ, "TMPDIR": str(tmp)}
-        )
+    async with chromium(tmp) as browser:
         page = await browser.new_page()
         await page.goto(f"{base}/#/{bucket}/")
         await page.wait_for_selector("#dropzone", state="visible")
@@ -78,7 +117,6 @@ async def measure(base: str, bucket: str, tree: Path, files: int, upload_seconds
         done = int(await page.get_attribute("#uploads", "data-done") or 0)
         gap_all = await page.evaluate("() => window.__gap")
         await page.click("#cancel-all")
-        await browser.close()
     return {
         "queued_s": queued,
         "longest_frame_ms_queueing": gap_queue,
@@ -93,23 +131,12 @@ async def main() -> None:
     ap.add_argument("--upload-seconds", type=float, default=10.0)
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="s3g-bench-"))
-    seaweed = SeaweedFS(
-        root / "seaweedfs", credentials=Credentials("b" + secrets.token_hex(6), secrets.token_urlsafe(24))
-    )
+    seaweed = None
     runner = None
     try:
-        await asyncio.to_thread(seaweed.start)
         bucket = "page-drop"
-        await asyncio.to_thread(seaweed.client().create_bucket, Bucket=bucket)
-        settings = settings_mod.load(
-            environ={},
-            use_file=False,
-            auth=False,
-            s3_endpoint=seaweed.endpoint,
-            s3_access_key=seaweed.credentials.access_key,
-            s3_secret_key=seaweed.credentials.secret_key,
-            data_dir=str(root / "gateway"),
-        )
+        seaweed = await asyncio.to_thread(start_store, root / "seaweedfs", bucket)
+        settings = store_settings(seaweed, root / "gateway")
         runner = make_runner(create_app(settings), settings)
         await runner.setup()
         port = free_port()
@@ -131,7 +158,8 @@ async def main() -> None:
     finally:
         if runner is not None:
             await runner.cleanup()
-        await asyncio.to_thread(seaweed.stop, 5)
+        if seaweed is not None:
+            await asyncio.to_thread(seaweed.stop, 5)
         shutil.rmtree(root, ignore_errors=True)
 
 

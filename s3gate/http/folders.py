@@ -29,13 +29,17 @@ log = logging.getLogger("s3gate.folders")
 
 # What one archive holds in the worker's memory budget: a proxied download's
 # worth for the object being read, plus the chunk the writer thread is working
-# on, the output chunk waiting in the pump's one-slot queue, and deflate's
-# window and hash tables (256 KiB at memLevel 8).
+# on, the output chunk waiting in the pump's one-slot queue, deflate's window
+# and hash tables (256 KiB at memLevel 8), and the next object's waiting body.
 DEFLATE_STATE = 256 * 1024
+# The next object's body, asked for while the current one streams
+# (storage.archive.read_members): unread, its S3 connection stops at the
+# client's buffer (twice aiohttp's 64 KiB read_bufsize) plus one socket read.
+PREFETCH_BODY = 2 * 64 * 1024 + downloads.SOCKET_READ
 
 
 def archive_reservation(chunk: int) -> int:
-    return downloads.download_reservation(chunk, None) + 2 * chunk + DEFLATE_STATE
+    return downloads.download_reservation(chunk, None) + 2 * chunk + DEFLATE_STATE + PREFETCH_BODY
 
 
 # Per-key lists in a delete summary stop here (the counts never do): a

@@ -137,4 +137,3 @@ def require_allows(request: web.Request, action: str, bucket: str, key: str) -> 
     if action != "read":
         raise Forbidden("a download link only allows downloading its object")
     return verify_request(request, bucket, key)
-

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 from stream_zip import ZIP_AUTO, stream_zip
 
 from ..errors import NoSuchKey, StorageError
-from .s3 import ObjectInfo, Storage
+from .s3 import Download, ObjectInfo, Storage
 
 log = logging.getLogger("s3gate.storage")
 
@@ -95,28 +95,73 @@ async def _exact(chunks: AsyncIterator[bytes], size: int, key: str) -> AsyncIter
         raise StorageError(f"{key}: the storage sent {got} of {size} bytes")
 
 
-async def read_members(
-    storage: Storage, bucket: str, prefix: str, objects: AsyncIterable[ObjectInfo], *, chunk: int
-) -> AsyncIterator[Member]:
-    """Each listed object as a Member, its S3 body open only while it is the current one.
-
-    An object deleted since the listing is left out. Size and date come from
-    the GET itself, so they match the bytes even if the object was replaced.
-    """
+async def _named(objects: AsyncIterable[ObjectInfo], bucket: str, prefix: str) -> AsyncIterator[tuple[str, str]]:
+    """(key, entry name) of each listed object an archive may carry."""
     async for info in objects:
         name = member_name(info.key, prefix)
         if name is None:
             log.info("archive of %s/%s leaves out %r (not a safe file name)", bucket, prefix, info.key)
             continue
-        try:
-            download = await storage.get(bucket, info.key)
-        except NoSuchKey:
-            continue
-        async with download.body as body:
-            size = download.info.size
-            chunks = _exact(body.iter_chunks(chunk), size, info.key)
-            first = await anext(chunks, b"")
-            yield Member(name, size, download.info.last_modified, chunks, first)
+        yield info.key, name
+
+
+async def _get(storage: Storage, bucket: str, key: str) -> Download | None:
+    try:
+        return await storage.get(bucket, key)
+    except NoSuchKey:
+        return None  # deleted since the listing: left out
+
+
+def _discard(fetch: asyncio.Task[Download | None]) -> None:
+    """Stop a prefetch; a GET that already answered has its body closed (it holds a pooled connection)."""
+
+    def close(done: asyncio.Task[Download | None]) -> None:
+        if not done.cancelled() and done.exception() is None and (download := done.result()) is not None:
+            download.body.close()
+
+    fetch.cancel()
+    fetch.add_done_callback(close)
+
+
+async def read_members(
+    storage: Storage, bucket: str, prefix: str, objects: AsyncIterable[ObjectInfo], *, chunk: int
+) -> AsyncIterator[Member]:
+    """Each listed object as a Member, its S3 body open only while it is the current one.
+
+    The next object's GET is sent while the current one streams, so the
+    round trip to S3 overlaps the transfer instead of adding to it (a folder of
+    small objects is mostly round trips). At most one body waits that way,
+    holding what the S3 connection buffers before it pauses: a constant,
+    whatever the folder.
+
+    An object deleted since the listing is left out. Size and date come from
+    the GET itself, so they match the bytes even if the object was replaced.
+    """
+    named = _named(objects, bucket, prefix)
+    fetch: asyncio.Task[Download | None] | None = None
+    try:
+        upcoming = await anext(named, None)
+        if upcoming is not None:
+            fetch = asyncio.ensure_future(_get(storage, bucket, upcoming[0]))
+        while upcoming is not None and fetch is not None:
+            key, name = upcoming
+            download = await fetch
+            fetch = None
+            async with download.body if download else contextlib.nullcontext() as body:
+                # The next GET goes out now, while this body streams.
+                upcoming = await anext(named, None)
+                if upcoming is not None:
+                    fetch = asyncio.ensure_future(_get(storage, bucket, upcoming[0]))
+                if download is None:
+                    continue
+                size = download.info.size
+                chunks = _exact(body.iter_chunks(chunk), size, key)
+                first = await anext(chunks, b"")
+                yield Member(name, size, download.info.last_modified, chunks, first)
+    finally:
+        if fetch is not None:
+            _discard(fetch)
+        await named.aclose()
 
 
 # -- the writers (synchronous: they run in the Pump's thread) ---------------------

@@ -8,9 +8,16 @@ queue. So what a tar stream holds in memory is a couple of pieces plus
 tarfile's own buffers, whatever the archive's size; the member's bytes go to
 the same ``ObjectWriter`` a PUT uses, on the loop.
 
-``mode="r|*"`` reads a non-seekable stream and detects plain, gzip, bzip2
-and xz from the first bytes. Nothing is ever extracted to disk: members become
-keys, and the policy here decides which ones:
+Compression (gzip, bzip2, xz) is recognised from the first bytes and undone
+here, not by tarfile: tarfile's stream reader hands each 10 KiB it reads to
+the decompressor whole, and 500 bytes of bzip2 expand to 500 MB in that one
+call. :class:`Decompressed` asks for at most one piece per call, so a
+decompression bomb costs time, never memory; xz's decoder, which allocates its
+dictionary (up to 1.5 GiB if the stream asks), is held to ``XZ_MEMORY_LIMIT``;
+and gzip's CRC-32 and length trailer is checked (zlib does, RFC 1952 §2.3.1).
+tarfile then reads a plain tar stream (``mode="r|"``, non-seekable). Nothing
+is ever extracted to disk: members become keys, and the policy here decides
+which ones:
 
 - only regular files (``isreg()``); directories, symbolic and hard links,
   devices and FIFOs are skipped and reported;
@@ -22,11 +29,14 @@ keys, and the policy here decides which ones:
 
 from __future__ import annotations
 
+import bz2
 import lzma
+import re
 import tarfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from ..errors import BadRequest, InvalidKey, PayloadTooLarge
 from .names import check_key
@@ -37,6 +47,17 @@ PIECE = 256 * 1024
 
 # What tarfile and the decompressors (bz2: OSError) raise on a corrupt or truncated stream.
 CORRUPT = (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError, ValueError)
+
+MiB = 1024 * 1024
+# The most memory an xz (or .lzma) decoder may allocate: about its dictionary
+# size. 65 MiB decodes every preset, `xz -9e` included (64 MiB dictionary; the
+# default -6 needs 9 MiB); a stream made with a larger custom dictionary
+# (`xz --lzma2=dict=1536MiB`) is refused before the decoder allocates it.
+# Per tar stream being read, beside the upload budget. bzip2's decoder needs
+# at most ~3.6 MB (900 kB blocks) and gzip's 32 KiB window.
+XZ_MEMORY_LIMIT = 65 * MiB
+# Compressed bytes handed to a decompressor per call.
+COMPRESSED_READ = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -99,10 +120,134 @@ class ChunkReader:
         self.consumed += len(out)
         return out
 
+    def peek(self, n: int) -> bytes:
+        """Up to n next bytes (fewer only at the end), left in place for read()."""
+        while len(self._buf) < n and not self._eof:
+            piece = self._next()
+            if piece is None:
+                self._eof = True
+            else:
+                self._buf = memoryview(bytes(self._buf) + piece)
+        return bytes(self._buf[:n])
+
     def check(self) -> None:
         """Re-raise the source's own failure, if that is what broke the read."""
         if self.failure is not None:
             raise self.failure
+
+
+# -- compression ---------------------------------------------------------------
+class _Decompressor(Protocol):
+    eof: bool
+    needs_input: bool
+    unused_data: bytes
+
+    def decompress(self, data: bytes, max_length: int = -1) -> bytes: ...
+
+
+class _Gzip:
+    """zlib's gzip decoder behind bz2's and lzma's interface.
+
+    zlib (window bits 16 + 15) parses the gzip header and checks the trailer's
+    CRC-32 and length (RFC 1952 §2.3.1) before it reports the end: a damaged
+    trailer is a zlib.error, never a quiet end.
+    """
+
+    def __init__(self) -> None:
+        self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self.needs_input = True
+
+    def decompress(self, data: bytes, max_length: int = -1) -> bytes:
+        out = self._z.decompress(self._z.unconsumed_tail + data, max_length)
+        # A full answer may leave output pending inside zlib: ask again before feeding more.
+        self.needs_input = not self._z.unconsumed_tail and len(out) < max_length
+        return out
+
+    @property
+    def eof(self) -> bool:
+        return self._z.eof
+
+    @property
+    def unused_data(self) -> bytes:
+        return self._z.unused_data
+
+
+# kind: (how a stream of it starts, its decoder)
+_BZ2_START = re.compile(rb"BZh[1-9]1AY&SY")
+COMPRESSIONS = {
+    "gzip": (lambda head: head.startswith(b"\x1f\x8b\x08"), _Gzip),
+    "bzip2": (lambda head: _BZ2_START.match(head) is not None, bz2.BZ2Decompressor),
+    # xz, and the legacy .lzma header tarfile recognises (8 MiB dictionary)
+    "xz": (
+        lambda head: head.startswith((b"\xfd7zXZ\x00", b"\x5d\x00\x00\x80")),
+        lambda: lzma.LZMADecompressor(memlimit=XZ_MEMORY_LIMIT),
+    ),
+}
+HEAD = 10  # bytes that tell the compressions apart
+
+
+def compression(head: bytes) -> str | None:
+    """The compression a stream starting with ``head`` uses; None for anything else (a plain tar, or not a tar)."""
+    for kind, (starts, _) in COMPRESSIONS.items():
+        if starts(head):
+            return kind
+    if head.startswith(b"\x28\xb5\x2f\xfd"):
+        raise BadRequest("zstd-compressed tar streams are not supported: send plain, gzip, bzip2 or xz")
+    return None
+
+
+class Decompressed:
+    """A read-only file of the decompressed bytes of ``raw``: one stream of ``kind``, or several in a row
+    (pigz, pbzip2 and parallel xz write such), ending where the last one's end marker (and trailer) is.
+
+    No read returns more than it was asked for: the decoders are called with
+    ``max_length``, so what compresses a millionfold is produced piece by
+    piece as tarfile reads it. Compressed data that ends before its end marker
+    is an EOFError (a truncated stream); bytes after the last stream that do
+    not start another are left unread, as gzip(1) leaves trailing garbage.
+    """
+
+    def __init__(self, raw: ChunkReader, kind: str):
+        self._raw = raw
+        self.kind = kind
+        self._starts, self._new = COMPRESSIONS[kind]
+        self._decoder: _Decompressor = self._new()
+        self._input = b""  # compressed bytes read but not yet given to the decoder
+        self.done = False  # the last stream has ended whole
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            n = PIECE
+        while n and not self.done:
+            if self._decoder.eof:
+                self._next_stream()
+                continue
+            data = b""
+            if self._decoder.needs_input:
+                data, self._input = self._input or self._raw.read(COMPRESSED_READ), b""
+                if not data:
+                    raise EOFError(f"the {self.kind} stream ends before its end marker")
+            try:
+                out = self._decoder.decompress(data, n)
+            except lzma.LZMAError as exc:
+                if "memory usage limit" in str(exc).lower():
+                    raise PayloadTooLarge(
+                        f"xz dictionary too large: decoding this stream needs more than {XZ_MEMORY_LIMIT // MiB} MiB "
+                        "(every xz preset, -9e included, fits; recompress without a custom dictionary size)"
+                    ) from None
+                raise
+            if out:
+                return out
+        return b""
+
+    def _next_stream(self) -> None:
+        rest = self._decoder.unused_data
+        while len(rest) < HEAD and (more := self._raw.read(COMPRESSED_READ)):
+            rest += more
+        if rest and self._starts(rest[:HEAD]):
+            self._decoder, self._input = self._new(), rest
+        else:
+            self.done = True
 
 
 def _kind(info: tarfile.TarInfo) -> str:
@@ -146,10 +291,14 @@ def entries(pieces: Iterator[bytes], *, prefix: str, max_members: int, max_bytes
     PayloadTooLarge beyond ``max_members`` entries or ``max_bytes`` of members.
     """
     stream = ChunkReader(pieces)
+    kind = compression(stream.peek(HEAD))
+    source = Decompressed(stream, kind) if kind else None
     try:
-        tar = tarfile.open(fileobj=stream, mode="r|*", encoding="utf-8", tarinfo=_Info)  # type: ignore[call-overload]
-    except CORRUPT:
+        tar = tarfile.open(fileobj=source or stream, mode="r|", encoding="utf-8", tarinfo=_Info)  # type: ignore[call-overload]
+    except CORRUPT as exc:
         stream.check()
+        if kind:
+            raise BadRequest(f"not a tar stream, or corrupt {kind} data ({_why(exc)})") from None
         raise BadRequest("not a tar stream (plain, gzip, bzip2 or xz)") from None
     count = total = 0
     with tar:
@@ -162,7 +311,7 @@ def entries(pieces: Iterator[bytes], *, prefix: str, max_members: int, max_bytes
                     f"corrupt or truncated tar stream after {stream.consumed} bytes ({_why(exc)})"
                 ) from None
             if info is None:
-                _check_end(tar, stream)
+                _check_end(tar, stream, source)
                 return
             # Stream mode keeps every TarInfo for link lookups we never do: forget them.
             tar.members.clear()
@@ -208,29 +357,32 @@ class _Info(tarfile.TarInfo):
 TRAILER_LIMIT = 1024 * 1024
 
 
-def _check_end(tar: tarfile.TarFile, stream: ChunkReader) -> None:
+def _check_end(tar: tarfile.TarFile, stream: ChunkReader, source: Decompressed | None) -> None:
     """Refuse an archive that ended anywhere but at its end-of-archive block, or whose compression did not end."""
     stop = getattr(tar, "s3gate_stop", None)
     if not isinstance(stop, tarfile.EOFHeaderError):
         why = "garbled header" if isinstance(stop, tarfile.InvalidHeaderError) else "no end-of-archive block"
         raise BadRequest(f"corrupt or truncated tar stream after {stream.consumed} bytes ({why})")
-    # tarfile's _Stream decompresses but never checks that the compressed
-    # stream ends (nor gzip's trailer): read on to its end and look.
-    decompressor = getattr(tar.fileobj, "cmp", None)
-    if decompressor is None:
+    if source is None:
         return  # a plain tar: the end block is the end
+    # tarfile stops at the end block; the compressed stream must still end
+    # whole (gzip: with a CRC-32 and length that match). Read on to its end,
+    # at most TRAILER_LIMIT more bytes in and out.
     stream.stop_at = stream.consumed + TRAILER_LIMIT
+    left = TRAILER_LIMIT
     try:
-        while not decompressor.eof and tar.fileobj.read(tarfile.RECORDSIZE):  # type: ignore[union-attr]
-            pass
+        while left > 0 and (piece := source.read(min(left, PIECE))):
+            left -= len(piece)
+    except EOFError:
+        stream.check()
+        raise BadRequest(
+            f"truncated compressed tar stream: it ends after {stream.consumed} bytes without its trailer"
+        ) from None
     except CORRUPT as exc:
         stream.check()
         raise BadRequest(f"corrupt compressed data after the end of the tar ({_why(exc)})") from None
-    truncated = not decompressor.eof
-    if getattr(tar.fileobj, "comptype", "") == "gz" and len(decompressor.unused_data) < 8:
-        truncated = True  # gzip's CRC-32 and size (RFC 1952 §2.2) are missing
-    if truncated:
-        raise BadRequest(f"truncated compressed tar stream: it ends after {stream.consumed} bytes without its trailer")
+    if not source.done:
+        raise BadRequest(f"more than {TRAILER_LIMIT} bytes after the end of the tar: not read")
 
 
 def _member_bytes(tar: tarfile.TarFile, info: tarfile.TarInfo, stream: ChunkReader) -> Iterator[bytes]:

@@ -247,3 +247,29 @@ async def test_the_target_is_a_folder(client, bucket, s3):
     resp = await client.put(f"/files/{bucket}/in/photos?extract=tar", data=data)  # a folder without its '/'
     assert resp.status == 400 and "ending in '/'" in (await resp.json())["message"]
     assert keys_in(s3, bucket) == ["in/a.txt"]
+
+
+# -- decompression: memory and trailers (see also tests/storage/test_untar.py) ---------------
+async def test_an_xz_stream_with_a_huge_dictionary_is_refused_with_a_clear_answer(client, bucket, s3):
+    import subprocess
+
+    data = make_tar([("a.txt", b"A"), ("b.txt", b"B")])
+    xz = subprocess.run(["xz", "-c", "--lzma2=dict=1536MiB"], input=data, capture_output=True, check=True).stdout
+    resp = await client.put(f"/files/{bucket}/t/?extract=tar", data=xz)
+    body = await resp.json()
+    assert resp.status == 413, body
+    assert "xz dictionary too large" in body["error"]["message"]
+    assert body["complete"] is False and body["stored"] == []
+    assert keys_in(s3, bucket) == []
+
+
+async def test_a_gzip_stream_whose_crc_does_not_match_is_an_error_in_the_summary(client, bucket, s3):
+    # Larger than one read, so the members go up before the trailer is reached.
+    data = bytearray(make_tar([("a.bin", os.urandom(200_000)), ("b.bin", os.urandom(200_000))], "w:gz"))
+    data[-8] ^= 0x01  # the CRC-32 of the trailer (RFC 1952 §2.3.1): the bytes inflate fine, they are not the ones sent
+    resp = await client.put(f"/files/{bucket}/t/?extract=tar", data=bytes(data))
+    body = await resp.json()
+    assert resp.status == 400, body
+    assert body["complete"] is False and "incorrect data check" in body["error"]["message"]
+    # Already stored before the trailer could be read: named, never passed off as a whole archive.
+    assert [f["key"] for f in body["stored"]] == ["t/a.bin", "t/b.bin"]

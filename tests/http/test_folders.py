@@ -258,3 +258,76 @@ async def test_recursive_delete_refuses_a_cross_site_browser_request(client, tre
     )
     assert resp.status == 403
     assert sorted(keys_in(s3, tree)) == sorted({**TREE, **OUTSIDE})
+
+
+# -- the next object's GET overlaps the current one ------------------------------------------
+class _Tracked:
+    """An S3 body that says when it is closed (for counting the GETs an archive holds open)."""
+
+    def __init__(self, body, closed):
+        self._body, self._closed, self._done = body, closed, False
+
+    def _close(self):
+        if not self._done:
+            self._done = True
+            self._closed()
+
+    async def __aenter__(self):
+        await self._body.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc):
+        self._close()
+        return await self._body.__aexit__(*exc)
+
+    def iter_chunks(self, n):
+        return self._body.iter_chunks(n)
+
+    def close(self):
+        self._close()
+        self._body.close()
+
+
+@pytest.fixture
+def open_gets(client):
+    """Wrap the gateway's real storage.get: how many GETs are in flight or hold an open body, now and at most."""
+    storage = client.app[keys.STORAGE]
+    real_get = storage.get
+    count = {"now": 0, "max": 0}
+
+    def closed():
+        count["now"] -= 1
+
+    async def get(bucket, key, **kw):
+        count["now"] += 1
+        count["max"] = max(count["max"], count["now"])
+        try:
+            download = await real_get(bucket, key, **kw)
+        except BaseException:
+            count["now"] -= 1
+            raise
+        download.body = _Tracked(download.body, closed)
+        return download
+
+    storage.get = get
+    return count
+
+
+async def test_an_archive_asks_for_the_next_object_while_the_current_one_streams(client, s3, bucket, open_gets):
+    objects = {f"many/{i:03d}.txt": f"object {i}\n".encode() * 50 for i in range(30)}
+    put_all(s3, bucket, objects)
+    for fmt in ("tar", "zip"):
+        resp = await client.get(f"/files/{bucket}/many/?archive={fmt}")
+        assert members(fmt, await resp.read()) == relative(objects, "many/")  # in order, whole
+        await wait_for(lambda: open_gets["now"] == 0, "every S3 body to be closed")
+    assert open_gets["max"] == 2  # the current object and the next one: never more
+
+
+async def test_a_client_that_leaves_mid_archive_leaves_no_body_open(client, s3, bucket, open_gets):
+    put_all(s3, bucket, {f"big/{i}.bin": os.urandom(2 * 1024 * 1024) for i in range(4)})
+    resp = await client.get(f"/files/{bucket}/big/?archive=tar")
+    await resp.content.readexactly(64 * 1024)
+    await wait_for(lambda: open_gets["now"] == 2, "the next object's GET to be sent")
+    resp.close()
+    await wait_for(lambda: open_gets["now"] == 0, "the current and the prefetched body to be closed")
+    await wait_for(lambda: client.app[keys.BUDGET].used == 0, "the archive's reservation to be released")

@@ -205,3 +205,30 @@ async def test_delete_without_recursive_explains(gateway, photos, tmp_path):
     bucket, _ = photos
     got = await curl("-X", "DELETE", gateway.url(f"/files/{bucket}/photos/"), tmp=tmp_path)
     assert got.status == 400 and "recursive=1" in got.text
+
+
+async def test_a_folder_archive_link_works_with_curl_alone(start_gateway, photos, tmp_path):
+    from s3gate.auth.rules import Rule
+
+    bucket, src = photos
+    gw = await start_gateway(auth=True, login_delay=0)
+    await gw.server.app[keys.AUTH].add_user("alice", "correct horse battery staple")
+    await gw.server.app[keys.AUTH].grant("alice", Rule.parse(f"{bucket}/photos:read,list"))
+    # As the README shows: curl prints the link ...
+    minted = await run(
+        "curl", "-sS", "--fail", "-u", "alice:correct horse battery staple",
+        gw.url(f"/files/{bucket}/photos/?archive=zip&mode=redirect"),
+    )  # fmt: skip
+    assert minted.rc == 0, minted.errtext
+    link = minted.text.strip()
+    assert "archive=zip" in link and "sig=" in link
+    # ... and someone without an account fetches it with curl -L -OJ.
+    (tmp_path / "dl").mkdir()
+    got = await run("curl", "-sS", "--fail", "-L", "-OJ", link, cwd=tmp_path / "dl")
+    assert got.rc == 0, got.errtext
+    archive = tmp_path / "dl" / "photos.zip"
+    assert (await run("unzip", "-q", archive, "-d", tmp_path / "out")).rc == 0
+    assert tree_digests(tmp_path / "out") == tree_digests(src)
+    # The same link on another format is refused, and curl says so.
+    refused = await run("curl", "-sS", "--fail", "-o", "/dev/null", link.replace("archive=zip", "archive=tar"))
+    assert refused.rc == 22 and "403" in refused.errtext

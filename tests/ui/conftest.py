@@ -149,6 +149,54 @@ async def restart_gateway(site: Site, **changes: Any) -> GatewayServer:
     return new
 
 
+# -- signed-in tabs ----------------------------------------------------------------------
+async def new_page(browser, **context_options):
+    """A tab in a context of its own (``storage_state=`` to start signed in)."""
+    context = await browser.new_context(accept_downloads=True, **context_options)
+    page = await context.new_page()
+    page.dialogs = []  # any alert()/confirm() the page opens: the page itself never uses them
+
+    async def on_dialog(dialog):
+        page.dialogs.append(dialog.message)
+        await dialog.dismiss()
+
+    page.on("dialog", on_dialog)
+    return page
+
+
+async def sign_in(browser, site: Site, user: str = "alice", **context_options):
+    page = await new_page(browser, **context_options)
+    await page.goto(site.base + "/")
+    assert "/login?next=" in page.url  # a stranger is sent to the form first
+    await page.fill("#username", user)
+    await page.fill("#password", PASSWORD)
+    await page.click("button[type=submit]")
+    await page.wait_for_url(site.base + "/")
+    return page
+
+
+async def session_of(browser, site: Site, user: str = "alice") -> dict:
+    """Sign in once; the cookies, for ``new_page(browser, storage_state=...)`` in the tests of a module."""
+    page = await sign_in(browser, site, user)
+    state = await page.context.storage_state()
+    await page.context.close()
+    return state
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def alice(module_browser, site) -> dict:
+    """alice's cookies, signed in once, in a module that shares one site (its own module-scoped ``site``)."""
+    return await session_of(module_browser, site)
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def page(module_browser, alice):
+    """A tab in a context of its own, signed in as alice, for a module that shares one site."""
+    page = await new_page(module_browser, storage_state=alice)
+    yield page
+    await page.context.close()
+
+
 def keep_screenshot(path: Path) -> None:
     """A test's screenshot, also copied to docs/screenshots/ for the README."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)

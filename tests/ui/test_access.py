@@ -7,13 +7,14 @@ are read from the browser's computed styles, not from the stylesheet.
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import pytest
 import pytest_asyncio
 
-from tests.ui.conftest import Site, keep_screenshot, module_site, restart_gateway
-from tests.ui.test_page import new_page, open_folder, session_of, uploads_settled
+from tests.ui.conftest import Site, keep_screenshot, module_site, new_page, restart_gateway
+from tests.ui.test_page import open_folder, uploads_settled
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -29,18 +30,6 @@ async def site(seaweed, store, tmp_path_factory):
         await store.put(shared.bucket, "folder/inner.txt", b"a folder to look at\n")
         await store.put(shared.bucket, LONG, b"long\n")
         yield shared
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def alice(module_browser, site) -> dict:
-    return await session_of(module_browser, site)
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def page(module_browser, alice):
-    page = await new_page(module_browser, storage_state=alice)
-    yield page
-    await page.context.close()
 
 
 def files(tmp_path, **sizes: int) -> list[str]:
@@ -65,6 +54,10 @@ async def test_over_the_limit_is_listed_while_the_others_complete(page, site: Si
     [failure] = await failures(page)
     assert "limit/big.bin" in failure and "over the size limit" in failure
     assert sorted(await site.store.keys(site.bucket, "limit/")) == ["limit/a.txt", "limit/b.txt"]
+    # What will not be sent is not waited for: the bar ends full, the label counts what went.
+    bar = await page.evaluate("() => { const b = document.getElementById('overall-bar'); return [b.value, b.max]; }")
+    assert bar == [100 + LIMIT, 100 + LIMIT], bar
+    assert "2 of 3 files" in await page.inner_text("#overall-label")
 
 
 async def test_a_413_from_the_gateway_is_listed_as_over_the_limit(page, site: Site, tmp_path):
@@ -96,30 +89,31 @@ async def tab_to(page, target: str) -> dict:
     raise AssertionError(f"Tab never reached #{target}")
 
 
-async def opens(page, key: str) -> str:
-    """Press key on the focused control: the id of the file input whose picker opened."""
-    async with page.expect_file_chooser(timeout=5_000) as chooser:
-        await page.keyboard.press(key)
-    return await (await chooser.value).element.get_attribute("id")
-
-
 async def test_keyboard_reaches_and_opens_the_pickers_with_a_visible_focus(page, site: Site):
+    # One listener for the whole test, set before the page loads: page.expect_file_chooser()
+    # subscribes anew (and without waiting) each time, and a picker opened before the
+    # subscription lands is missed.
+    choosers: asyncio.Queue = asyncio.Queue()
+    page.on("filechooser", choosers.put_nowait)
     await open_folder(page, site)
     await page.wait_for_selector("#dropzone", state="visible")
-    focus = {}
+
+    async def opens(key: str) -> str:
+        """Press key on the focused control: the id of the file input whose picker opened."""
+        await page.keyboard.press(key)
+        try:
+            chooser = await asyncio.wait_for(choosers.get(), 5)
+        except TimeoutError:
+            raise AssertionError(f"{key!r} on #{control} opened no file picker") from None
+        return await chooser.element.get_attribute("id")
+
+    pickers = {"dropzone": "pick-files", "pick-files-button": "pick-files", "pick-folder-button": "pick-folder"}
     # Tab from the top of the page, as a keyboard user does: the drop zone, then its two buttons.
-    for control in ("dropzone", "pick-files-button"):
-        focus[control] = await tab_to(page, control)
-        assert [await opens(page, "Enter"), await opens(page, " ")] == ["pick-files", "pick-files"], control
-    focus["pick-folder-button"] = await tab_to(page, "pick-folder-button")
-    # The folder picker from a tab of its own: Chromium opens no second picker of another
-    # input in a frame while the test leaves the first unanswered (a user's dialog is modal).
-    other = await page.context.new_page()
-    await open_folder(other, site)
-    await tab_to(other, "pick-folder-button")
-    assert [await opens(other, "Enter"), await opens(other, " ")] == ["pick-folder", "pick-folder"]
-    for control, looks in focus.items():
+    for control, picker in pickers.items():
+        looks = await tab_to(page, control)
         assert looks["visible"] and looks["outline"] != "none" and looks["width"] >= 2, (control, looks)
+        assert [await opens("Enter"), await opens(" ")] == [picker, picker], control
+    assert choosers.empty()
 
 
 # -- colours -----------------------------------------------------------------------------------
@@ -185,6 +179,13 @@ async def test_phone_width_needs_no_sideways_scrolling(module_browser, alice, si
         async def fits(what: str) -> None:
             scroll, inner = await page.evaluate("() => [document.scrollingElement.scrollWidth, innerWidth]")
             assert scroll <= inner, (what, scroll, inner)
+            # ... and the breadcrumbs are not squeezed into a column, a word a line.
+            lines = await page.evaluate(
+                """() => [...document.querySelectorAll('#crumbs a')].map((a) =>
+                     [a.textContent, a.getClientRects().length, a.getBoundingClientRect().height /
+                      parseFloat(getComputedStyle(a).lineHeight)])"""
+            )
+            assert all(rects == 1 and height < 1.5 for _, rects, height in lines), (what, lines)
 
         await page.goto(site.base + "/")
         await page.wait_for_selector("#bucket-list a")

@@ -15,7 +15,7 @@ import pytest
 from playwright.async_api import expect
 
 from tests.integration.helpers import eventually
-from tests.ui.conftest import PASSWORD, Site, keep_screenshot
+from tests.ui.conftest import Site, keep_screenshot, sign_in
 
 pytestmark = pytest.mark.integration
 
@@ -23,39 +23,6 @@ XSS = "<img src=x onerror=alert(1)>.txt"
 
 
 # -- helpers -------------------------------------------------------------------------------
-async def new_page(browser, **context_options):
-    """A tab in a context of its own (``storage_state=`` to start signed in)."""
-    context = await browser.new_context(accept_downloads=True, **context_options)
-    page = await context.new_page()
-    page.dialogs = []  # any alert()/confirm() the page opens: the page itself never uses them
-
-    async def on_dialog(dialog):
-        page.dialogs.append(dialog.message)
-        await dialog.dismiss()
-
-    page.on("dialog", on_dialog)
-    return page
-
-
-async def sign_in(browser, site: Site, user: str = "alice", **context_options):
-    page = await new_page(browser, **context_options)
-    await page.goto(site.base + "/")
-    assert "/login?next=" in page.url  # a stranger is sent to the form first
-    await page.fill("#username", user)
-    await page.fill("#password", PASSWORD)
-    await page.click("button[type=submit]")
-    await page.wait_for_url(site.base + "/")
-    return page
-
-
-async def session_of(browser, site: Site, user: str = "alice") -> dict:
-    """Sign in once; the cookies, for ``new_page(browser, storage_state=...)`` in the tests of a module."""
-    page = await sign_in(browser, site, user)
-    state = await page.context.storage_state()
-    await page.context.close()
-    return state
-
-
 # The page's CSP forbids eval, which Playwright's wait_for_function needs: waits
 # are on selectors (the page mirrors its state in data-* attributes) and expect().
 async def folder_ready(page, title: str) -> None:

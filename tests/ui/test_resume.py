@@ -22,7 +22,7 @@ import pytest_asyncio
 from s3gate import keys
 from tests.integration.helpers import PART, eventually
 from tests.ui.conftest import Site, keep_screenshot, module_site, restart_gateway
-from tests.ui.test_page import new_page, open_folder, session_of, uploads_settled
+from tests.ui.test_page import open_folder, uploads_settled
 
 # One gateway, one Chromium and one sign-in for the module (seconds each on a
 # busy machine); each test sends its own copy of the file in a tab of its own.
@@ -56,18 +56,6 @@ def named(big_file: tuple[Path, str], name: str) -> Path:
 async def site(seaweed, store, tmp_path_factory):
     async with module_site(seaweed, store, tmp_path_factory.mktemp("resume-gateway") / "data") as shared:
         yield shared
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def alice(module_browser, site) -> dict:
-    return await session_of(module_browser, site)
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def page(module_browser, alice):
-    page = await new_page(module_browser, storage_state=alice)
-    yield page
-    await page.context.close()
 
 
 def part_puts(page) -> list[int]:

@@ -570,7 +570,9 @@
     let total = 0, sent = 0;
     for (const i of up.items) {
       c[i.state]++;
-      if (i.state === 'cancelled' || i.state === 'skipped') continue;
+      // Bytes that will not be sent (a failure stays out until retried) do not count,
+      // or the bar and the time left would never reach the end.
+      if (i.state === 'cancelled' || i.state === 'skipped' || i.state === 'failed') continue;
       total += i.size;
       sent += i.state === 'done' ? i.size : i.loaded;
     }
