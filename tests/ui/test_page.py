@@ -7,17 +7,46 @@ SeaweedFS itself.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 from playwright.async_api import expect
 
+from s3gate import keys
+from s3gate.auth.rules import Rule
 from tests.integration.helpers import eventually
-from tests.ui.conftest import Site, keep_screenshot, sign_in
+from tests.ui.conftest import Site, keep_screenshot, module_site, sign_in
 
-pytestmark = pytest.mark.integration
+# One gateway and one Chromium for the module (seconds each on a busy machine);
+# each test gets a fresh bucket (alice: all; bob: read, list, write in mixed/ok/)
+# and signs in in a browser context of its own.
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def shared(seaweed, store, tmp_path_factory):
+    async with module_site(seaweed, store, tmp_path_factory.mktemp("page-gateway") / "data") as site:
+        yield site
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def site(shared, store):
+    bucket = await store.new_bucket()
+    service = shared.gateway.app[keys.AUTH]
+    await service.grant("alice", Rule.parse(f"{bucket}:all"))
+    await service.grant("bob", Rule.parse(f"{bucket}:read,list"))
+    await service.grant("bob", Rule.parse(f"{bucket}/mixed/ok:write"))
+    yield Site(shared.gateway, bucket, store)
+    await asyncio.to_thread(store.drop_bucket, bucket)
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def browser(module_browser):
+    return module_browser
 
 XSS = "<img src=x onerror=alert(1)>.txt"
 
