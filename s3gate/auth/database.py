@@ -262,7 +262,9 @@ class PostgresDatabase(Database):
             max_size=max_size,
             open=False,
             kwargs={"autocommit": True, "application_name": "s3gate"},
-            check=psycopg_pool.AsyncConnectionPool.check_connection,  # survive a database restart
+            # No check before each checkout (it costs a round trip per query): after a
+            # database restart a request may fail once on a dead connection, which the
+            # pool then drops and replaces.
             name="s3gate-users",
         )
         try:

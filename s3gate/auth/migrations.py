@@ -170,8 +170,9 @@ V5 = [
         owner TEXT,
         journal TEXT
     )""",
-    # Workers say they are alive here (a worker of another host cannot be looked up).
-    "CREATE TABLE gateway_workers (owner TEXT PRIMARY KEY, seen_at REAL NOT NULL)",
+    # Workers say they are alive here (a worker of another host cannot be looked up),
+    # and until when to count them alive without another word (their own rounds, not the reader's).
+    "CREATE TABLE gateway_workers (owner TEXT PRIMARY KEY, seen_at REAL NOT NULL, alive_until REAL NOT NULL)",
     # Turns between sweepers of every instance: whoever holds an unexpired lease.
     "CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, until_at REAL NOT NULL)",
 ]

@@ -314,8 +314,8 @@ class SQLStore(Store):
             tuple(entry.get(k) for k in ("upload_id", "bucket", "key", "started", "pid", "owner", "journal")),
         )
 
-    async def journal_remove(self, upload_id: str) -> None:
-        await self.db.run("DELETE FROM upload_journal WHERE upload_id = ?", (upload_id,))
+    async def journal_remove(self, upload_id: str) -> bool:
+        return await self.db.run("DELETE FROM upload_journal WHERE upload_id = ?", (upload_id,)) > 0
 
     async def journal_entries(self) -> list[dict[str, Any]]:
         rows = await self.db.all(
@@ -327,15 +327,15 @@ class SQLStore(Store):
     async def journal_has(self, upload_id: str) -> bool:
         return await self.db.one("SELECT 1 FROM upload_journal WHERE upload_id = ?", (upload_id,)) is not None
 
-    async def worker_alive(self, owner: str, now: float) -> None:
+    async def worker_alive(self, owner: str, now: float, until: float) -> None:
         await self.db.run(
-            "INSERT INTO gateway_workers (owner, seen_at) VALUES (?, ?) "
-            "ON CONFLICT (owner) DO UPDATE SET seen_at = excluded.seen_at",
-            (owner, now),
+            "INSERT INTO gateway_workers (owner, seen_at, alive_until) VALUES (?, ?, ?) "
+            "ON CONFLICT (owner) DO UPDATE SET seen_at = excluded.seen_at, alive_until = excluded.alive_until",
+            (owner, now, until),
         )
 
-    async def workers_seen_since(self, since: float) -> set[str]:
-        return {r[0] for r in await self.db.all("SELECT owner FROM gateway_workers WHERE seen_at >= ?", (since,))}
+    async def workers_alive(self, now: float) -> set[str]:
+        return {r[0] for r in await self.db.all("SELECT owner FROM gateway_workers WHERE alive_until > ?", (now,))}
 
     async def take_lease(self, name: str, holder: str, now: float, seconds: float) -> bool:
         # One statement: the row's lock makes two takers at once see each other.

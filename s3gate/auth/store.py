@@ -243,7 +243,8 @@ class Store(abc.ABC):
     async def journal_add(self, entry: dict[str, Any]) -> None: ...
 
     @abc.abstractmethod
-    async def journal_remove(self, upload_id: str) -> None: ...
+    async def journal_remove(self, upload_id: str) -> bool:
+        """False if there was no such entry (ended, or another sweeper took it)."""
 
     @abc.abstractmethod
     async def journal_entries(self) -> list[dict[str, Any]]: ...
@@ -252,10 +253,11 @@ class Store(abc.ABC):
     async def journal_has(self, upload_id: str) -> bool: ...
 
     @abc.abstractmethod
-    async def worker_alive(self, owner: str, now: float) -> None: ...
+    async def worker_alive(self, owner: str, now: float, until: float) -> None:
+        """``owner`` is alive now, and counts as alive until ``until`` without another word."""
 
     @abc.abstractmethod
-    async def workers_seen_since(self, since: float) -> set[str]: ...
+    async def workers_alive(self, now: float) -> set[str]: ...
 
     @abc.abstractmethod
     async def take_lease(self, name: str, holder: str, now: float, seconds: float) -> bool:

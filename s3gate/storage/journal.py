@@ -89,6 +89,10 @@ class JournalEntries(Protocol):
     async def remove(self, upload_id: str) -> None: ...
     async def all(self) -> list[dict[str, Any]]: ...
     async def has(self, upload_id: str) -> bool: ...
+    async def claim(self, entry: dict[str, Any]) -> bool:
+        """Take ``entry`` for aborting; False: it ended, or another sweeper took it."""
+    async def unclaim(self, entry: dict[str, Any]) -> None:
+        """Give back an entry whose abort failed (the next round tries again)."""
     def turn(self) -> contextlib.AbstractAsyncContextManager[bool]:
         """True while this sweeper has the turn; False: another one is sweeping."""
 
@@ -136,6 +140,12 @@ class FileEntries:
 
     async def has(self, upload_id: str) -> bool:
         return await asyncio.to_thread(self._path(upload_id).exists)
+
+    async def claim(self, entry: dict[str, Any]) -> bool:
+        return await self.has(entry["upload_id"])  # one sweeper at a time holds the flock
+
+    async def unclaim(self, entry: dict[str, Any]) -> None:
+        pass  # nothing was taken away
 
     @contextlib.asynccontextmanager
     async def turn(self) -> AsyncIterator[bool]:
@@ -185,6 +195,14 @@ class DatabaseEntries:
     async def has(self, upload_id: str) -> bool:
         return await self.db.journal_has(upload_id)
 
+    async def claim(self, entry: dict[str, Any]) -> bool:
+        # Whoever deletes the row aborts the upload: exactly once, even if a slow
+        # round outlived its lease and another sweeper started meanwhile.
+        return await self.db.journal_remove(entry["upload_id"])
+
+    async def unclaim(self, entry: dict[str, Any]) -> None:
+        await self.db.journal_add(entry)
+
     @contextlib.asynccontextmanager
     async def turn(self) -> AsyncIterator[bool]:
         # A lease, not a lock held on a connection: a sweeper that dies mid-round
@@ -197,10 +215,13 @@ class DatabaseEntries:
                 await self.db.release_lease("upload-sweeper", self.holder)
 
     async def alive(self, owner: str) -> None:
-        await self.db.worker_alive(owner, time.time())
+        now = time.time()
+        # Each worker promises its next word within its own rounds: instances with
+        # other sweep intervals then never misjudge each other.
+        await self.db.worker_alive(owner, now, now + OWNER_SILENCE_ROUNDS * self.every)
 
     async def owners_alive(self) -> set[str]:
-        return await self.db.workers_seen_since(time.time() - OWNER_SILENCE_ROUNDS * self.every)
+        return await self.db.workers_alive(time.time())
 
 
 class UploadJournal:
@@ -272,12 +293,13 @@ class UploadJournal:
                 return 0  # another worker (or instance) is sweeping
             aborted = 0
             for entry in await self.store.all():
-                if not await doomed(entry) or not await self.store.has(entry["upload_id"]):
-                    continue  # kept, or ended since it was read
+                if not await doomed(entry) or not await self.store.claim(entry):
+                    continue  # kept, or ended (or taken) since it was read
                 try:
                     await storage.abort_multipart(entry["bucket"], entry["key"], entry["upload_id"])
                 except Exception as exc:
                     log.warning("%s upload %s/%s: abort failed: %s", why, entry["bucket"], entry["key"], exc)
+                    await self.store.unclaim(entry)
                     continue
                 await self.ended(entry["upload_id"])
                 aborted += 1

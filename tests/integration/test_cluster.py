@@ -447,7 +447,7 @@ async def journal_rows(cluster: Cluster, key: str) -> list[tuple]:
 async def last_rounds(cluster: Cluster, owners: list[str]) -> list[float]:
     """When each of these workers last began a sweeper round (each round starts by saying it is alive)."""
     async with await psycopg.AsyncConnection.connect(cluster.env["S3GATE_USERS_DB"]) as db:
-        cur = await db.execute("SELECT owner, seen_at FROM gateway_workers")
+        cur = await db.execute("SELECT owner, seen_at FROM gateway_workers")  # seen_at: each round's start
         seen = dict(await cur.fetchall())
     return [seen.get(o, 0.0) for o in owners]
 

@@ -157,6 +157,22 @@ async def test_instances_sharing_a_database_abort_an_orphan_exactly_once(storage
     assert open_uploads(s3, bucket) == [] and await a.entries() == []
 
 
+async def test_a_round_that_outlives_its_lease_still_aborts_each_upload_once(storage, bucket, s3, shared_db):
+    from s3gate.storage.journal import DatabaseEntries
+
+    # A lease of 0 s: every sweeper gets a turn at once, as when a slow round outlives its lease.
+    a, b = [await asyncio.to_thread(UploadJournal, DatabaseEntries(store, 0)) for store in shared_db]
+    dead = await asyncio.to_thread(Owner)
+    for n in range(6):
+        upload_id = await asyncio.to_thread(leave_upload, s3, bucket, f"late-{n}.bin")
+        await a.store.add({"bucket": bucket, "key": f"late-{n}.bin", "upload_id": upload_id, "started": time.time(),
+                           "pid": dead.pid, "owner": dead.identity})
+    dead.exit()
+    counts = await asyncio.gather(a.sweep_orphans(storage), b.sweep_orphans(storage), b.sweep_orphans(storage))
+    assert sum(counts) == 6  # each upload claimed (its row deleted) by exactly one sweeper
+    assert open_uploads(s3, bucket) == []
+
+
 async def test_a_worker_of_another_host_is_trusted_while_it_says_it_is_alive(storage, bucket, s3, shared_db):
     from s3gate.storage.journal import OWNER_SILENCE_ROUNDS, DatabaseEntries
 
@@ -165,9 +181,11 @@ async def test_a_worker_of_another_host_is_trusted_while_it_says_it_is_alive(sto
     upload_id = await asyncio.to_thread(leave_upload, s3, bucket, "remote.bin")
     await here.store.add({"bucket": bucket, "key": "remote.bin", "upload_id": upload_id, "started": time.time(),
                           "pid": 4242, "owner": elsewhere})
-    await shared_db[1].worker_alive(elsewhere, time.time())
+    # It last spoke 1,000 s ago, but its rounds are hourly: alive, though this checker sweeps every minute.
+    spoke = time.time() - 1000
+    await shared_db[1].worker_alive(elsewhere, spoke, spoke + OWNER_SILENCE_ROUNDS * 3600)
     assert await here.sweep_orphans(storage) == 0  # it spoke within the last rounds
-    await shared_db[1].worker_alive(elsewhere, time.time() - (OWNER_SILENCE_ROUNDS * 60 + 1))
+    await shared_db[1].worker_alive(elsewhere, time.time() - 100_000, time.time() - 1)
     assert await here.sweep_orphans(storage) == 1  # silent too long: gone
     assert open_uploads(s3, bucket) == []
 
