@@ -211,8 +211,7 @@ class AuthService:
 
     async def public_rules(self) -> tuple[Rule, ...]:
         """Rules everyone has: the ``public`` setting plus the '*' pseudo-user's grants."""
-        anon = await self.store.get_user(ANONYMOUS)
-        stored = await self.store.rules_for(anon.id) if anon else []
+        _, stored = await self.store.rules_with_public(None)
         return self.config.public + tuple(stored)
 
     async def unlock(self, *, name: str | None = None, remote: str | None = None) -> bool:
@@ -220,7 +219,8 @@ class AuthService:
 
     # ------------------------------------------------------ authentication
     async def principal_for(self, user: User, via: str, **extra) -> Principal:
-        rules = tuple(await self.store.rules_for(user.id)) + await self.public_rules()
+        mine, public = await self.store.rules_with_public(user.id)
+        rules = tuple(mine) + self.config.public + tuple(public)
         return Principal(user.name, via, user.admin, rules, user_id=user.id, **extra)
 
     async def anonymous(self) -> Principal:

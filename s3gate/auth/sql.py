@@ -141,6 +141,16 @@ class SQLStore(Store):
             out.setdefault(uid, []).append(Rule(b, p, _actions(a)))
         return out
 
+    async def rules_with_public(self, user_id: int | None) -> tuple[list[Rule], list[Rule]]:
+        rows = await self.db.all(
+            "SELECT r.user_id, r.bucket, r.prefix, r.actions FROM rules r JOIN users u ON u.id = r.user_id "
+            "WHERE u.name = ? OR r.user_id = ? ORDER BY r.bucket, r.prefix",
+            (ANONYMOUS, -1 if user_id is None else user_id),
+        )
+        mine = [Rule(b, p, _actions(a)) for uid, b, p, a in rows if uid == user_id]
+        public = [Rule(b, p, _actions(a)) for uid, b, p, a in rows if uid != user_id]
+        return mine, public
+
     async def grant(self, user_id: int, rule: Rule) -> Rule:
         async with self.db.transaction() as tx:
             row = await tx.one(

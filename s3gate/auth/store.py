@@ -154,6 +154,10 @@ class Store(abc.ABC):
     async def all_rules(self) -> dict[int, list[Rule]]: ...
 
     @abc.abstractmethod
+    async def rules_with_public(self, user_id: int | None) -> tuple[list[Rule], list[Rule]]:
+        """(the user's rules, the '*' pseudo-user's rules) in one round trip: every request asks."""
+
+    @abc.abstractmethod
     async def grant(self, user_id: int, rule: Rule) -> Rule:
         """Add the rule's actions to the user's rule for (bucket, prefix); return the merged rule."""
 

@@ -222,3 +222,19 @@ async def test_an_unreachable_postgresql_is_a_clear_error_without_the_password()
         redact_url("postgresql://u:p@h/d?password=x&sslmode=require")
         == "postgresql://u:***@h/d?password=***&sslmode=require"
     )
+
+
+async def test_rules_and_public_rules_in_one_round_trip(tmp_path, users_db):
+    store = await open_store(tmp_path, users_db)
+    try:
+        bob = await store.create_user("bob", None, False, 1.0)
+        carol = await store.create_user("carol", None, False, 1.0)
+        everyone = await store.create_user("*", None, False, 1.0)
+        await store.grant(bob.id, Rule.parse("files/b:read"))
+        await store.grant(carol.id, Rule.parse("files/c:read"))
+        await store.grant(everyone.id, Rule.parse("pub:read,list"))
+        assert await store.rules_with_public(bob.id) == ([Rule.parse("files/b:read")], [Rule.parse("pub:read,list")])
+        assert await store.rules_with_public(None) == ([], [Rule.parse("pub:read,list")])
+        assert await store.rules_with_public(everyone.id) == ([Rule.parse("pub:read,list")], [])
+    finally:
+        await store.close()
