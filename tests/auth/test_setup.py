@@ -25,13 +25,19 @@ AUTH_SETTINGS = [
 def test_the_app_lists_the_auth_wiring(tmp_path):
     from s3gate.app import create_app
     from s3gate.http import middlewares
+    from s3gate.http.metrics import metrics_middleware
 
     app = create_app(make_settings(tmp_path, s3_endpoint="http://127.0.0.1:9"))
     # Inside the error middleware, so auth errors render like every other.
-    assert list(app.middlewares) == [middlewares.request_id_middleware, middlewares.error_middleware, authn_middleware]
+    assert list(app.middlewares) == [
+        metrics_middleware,
+        middlewares.request_id_middleware,
+        middlewares.error_middleware,
+        authn_middleware,
+    ]
     assert type(app[keys.POLICY]) is Policy  # the auth room's policy, which access.require delegates to
     assert private_when_authenticated in app.on_response_prepare
-    assert len(app.cleanup_ctx) == 4  # storage, links, journal and auth
+    assert len(app.cleanup_ctx) == 5  # storage, links, journal, auth and the upload sessions
     assert {r.resource.canonical for r in app.router.routes()} >= {"/login", "/logout", "/api/tokens", "/api/whoami"}
 
 
@@ -41,7 +47,7 @@ def test_auth_off_the_app_installs_none_of_it(tmp_path):
     app = create_app(make_settings(tmp_path, auth=False, s3_endpoint="http://127.0.0.1:9"))
     assert keys.POLICY not in app and keys.AUTH_CONFIG not in app
     assert authn_middleware not in app.middlewares and private_when_authenticated not in app.on_response_prepare
-    assert len(app.cleanup_ctx) == 3  # storage, links, journal
+    assert len(app.cleanup_ctx) == 4  # storage, links, journal and the upload sessions (anonymous ones)
     assert not {r.resource.canonical for r in app.router.routes()} & {"/login", "/logout", "/api/tokens", "/api/whoami"}
 
 
