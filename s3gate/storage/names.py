@@ -13,6 +13,7 @@ from ..errors import InvalidBucketName, InvalidKey
 
 MAX_KEY_BYTES = 1024  # S3's limit on a key's UTF-8 length
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_DOTTED_QUAD = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$")
 
 
 def check_bucket(name: str) -> str:
@@ -23,11 +24,15 @@ def check_bucket(name: str) -> str:
         )
     if ".." in name or ".-" in name or "-." in name:
         raise InvalidBucketName(f"invalid bucket name {name!r}: no adjacent '.' / '-' around dots")
-    try:
-        ipaddress.IPv4Address(name)
-    except ValueError:
-        return name
-    raise InvalidBucketName(f"invalid bucket name {name!r}: must not look like an IP address")
+    # Only four dotted numbers can be an address: the common name never pays for
+    # IPv4Address's exception path (it showed in the profile of every request).
+    if _DOTTED_QUAD.match(name):
+        try:
+            ipaddress.IPv4Address(name)
+        except ValueError:
+            return name
+        raise InvalidBucketName(f"invalid bucket name {name!r}: must not look like an IP address")
+    return name
 
 
 def check_key(key: str, *, allow_folder: bool = False) -> str:
