@@ -8,7 +8,6 @@ child process (pytest owns this one's).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import subprocess
@@ -23,6 +22,7 @@ from s3gate.app import create_app, make_runner
 from s3gate.auth.rules import Rule
 from s3gate.logformat import JsonFormatter, formatter
 from tests.conftest import make_settings
+from tests.http.test_server import exchange  # one raw HTTP/1.1 exchange, to the last byte
 
 PASSWORD = "correct horse battery"
 
@@ -44,16 +44,6 @@ async def served(tmp_path, moto_endpoint):
     await site.start()
     yield runner.addresses[0][1], app
     await runner.cleanup()
-
-
-async def exchange(port: int, raw: bytes) -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(raw)
-    await writer.drain()
-    try:
-        return await asyncio.wait_for(reader.read(), timeout=10)
-    finally:
-        writer.close()
 
 
 def access_lines(caplog, fmt: logging.Formatter) -> list[str]:

@@ -34,6 +34,7 @@ from s3gate.settings import replace
 from s3gate.storage.budget import MemoryBudget
 from s3gate.storage.s3 import Storage, _watch_calls
 from tests.conftest import make_settings
+from tests.http.test_server import exchange  # one raw HTTP/1.1 exchange, to the last byte
 
 PASSWORD = "correct horse battery"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -95,17 +96,6 @@ async def serve(tmp_path, moto_endpoint) -> AsyncIterator[Callable]:
     yield start
     for runner in runners:
         await runner.cleanup()
-
-
-async def exchange(port: int, raw: bytes) -> bytes:
-    """Everything the server writes on one connection (Connection: close), to the last byte."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(raw)
-    await writer.drain()
-    try:
-        return await asyncio.wait_for(reader.read(), timeout=10)
-    finally:
-        writer.close()
 
 
 def basic(name: str, password: str) -> dict[str, str]:
