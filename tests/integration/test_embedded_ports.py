@@ -22,6 +22,7 @@ import socket
 import ssl
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import botocore.exceptions
@@ -152,9 +153,13 @@ def h2_session(where: int | str, *, tls: bool, client_cert: tuple[Path, Path] | 
 # -- the test --------------------------------------------------------------------------
 def weed_shell(weed: SeaweedFS, command: str, cwd: Path) -> str:
     """`weed shell` as an operator would run it; it reads security.toml from cwd."""
+    saved = weed.data_dir / "mini.options"
+    deadline = time.monotonic() + 30
+    while not saved.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)  # weed mini writes it after its S3 port answers (seen missing once in CI)
     options = dict(
         line.split("=", 1)
-        for line in (weed.data_dir / "mini.options").read_text().splitlines()
+        for line in saved.read_text().splitlines()
         if "=" in line and not line.startswith("#")
     )
     master, filer = options["master.port"], options["filer.port"]
