@@ -23,9 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,34 +31,13 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench.common
 
-from s3gate import settings as settings_mod
-from s3gate.embedded import Credentials, SeaweedFS, free_port
-from s3gate.launcher import gunicorn_argv
-
-MiB = 1024 * 1024
-BUCKET = "bench"
-
-
-def worker_pid(master: int) -> int:
-    for _ in range(100):
-        children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
-        if children:
-            return int(children[0])
-        time.sleep(0.1)
-    raise RuntimeError("gunicorn started no worker")
+from bench.common import BUCKET, PROCS, Gateway, MiB, random_file, reset_peak, start_store, status_kb
 
 
 def rss_mib(pid: int, field: str = "VmHWM") -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def reset_peak(pid: int) -> None:
-    Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM back to the current RSS
+    return status_kb(pid, field) / 1024
 
 
 def timed_get(url: str, pid: int) -> tuple[float, int, float]:
@@ -84,30 +61,7 @@ def timed_shell(script: str, pid: int, cwd: Path) -> tuple[float, float, str]:
     return time.monotonic() - start, rss_mib(pid), out.stdout
 
 
-def wait_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError("the gateway exited at start")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise RuntimeError("the gateway did not start")
-
-
 # -- the data -------------------------------------------------------------------------
-def random_file(path: Path, size: int) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as fh:
-        left = size
-        while left:
-            n = min(left, 64 * MiB)
-            fh.write(os.urandom(n))
-            left -= n
-    return path
-
-
 def concatenation(path: Path, parts: list[Path]) -> Path:
     with open(path, "wb") as fh:
         for p in parts:
@@ -193,27 +147,6 @@ def uploads(base: str, pid: int, args: argparse.Namespace, work: Path) -> list[s
     return rows
 
 
-def start_gateway(seaweed: SeaweedFS, work: Path) -> tuple[subprocess.Popen, int, int]:
-    port = free_port()
-    settings = settings_mod.load(environ={}, use_file=False, host="127.0.0.1", port=port, workers=1)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("S3GATE_", "AWS_"))}
-    cfg = work / "s3gate.toml"
-    cfg.write_text("")
-    env |= {
-        "S3GATE_CONFIG": str(cfg),
-        "S3GATE_S3_ENDPOINT": seaweed.endpoint,
-        "S3GATE_S3_ACCESS_KEY": seaweed.credentials.access_key,
-        "S3GATE_S3_SECRET_KEY": seaweed.credentials.secret_key,
-        "S3GATE_AUTH": "0",
-        "S3GATE_DATA_DIR": str(work / "gw-data"),
-    }
-    gateway = subprocess.Popen(
-        gunicorn_argv(settings), env=env, stdout=subprocess.DEVNULL, stderr=open(work / "gw.log", "wb")
-    )
-    wait_port(port, gateway)
-    return gateway, port, worker_pid(gateway.pid)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--count", type=int, default=1000, help="objects of 1 MiB in one folder (default 1000; 0: skip)")
@@ -228,18 +161,14 @@ def main() -> int:
     ap.add_argument("--out", type=Path, help="also write the tables to this file")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="s3gate-bench-archives-"))
-    seaweed = SeaweedFS(
-        work / "weed",
-        credentials=Credentials("bench" + secrets.token_hex(4), secrets.token_urlsafe(24)),
-        buckets=(BUCKET,),
-    )
-    gateway: subprocess.Popen | None = None
+    seaweed = None
     try:
-        seaweed.start()
+        seaweed = start_store(work / "weed")
         objects, cases = folders(args, work)
         seaweed.put_many(BUCKET, objects, work, timeout=3600)
-        gateway, port, pid = start_gateway(seaweed, work)
-        base = f"http://127.0.0.1:{port}/files/{BUCKET}"
+        gateway = Gateway(work, seaweed).start()
+        pid = gateway.worker
+        base = f"{gateway.base}/files/{BUCKET}"
         if cases:
             timed_get(f"{base}/{next(iter(cases.values()))[0]}?archive=zip", pid)  # warm-up: imports, connections
         idle = rss_mib(pid, "VmRSS")
@@ -258,13 +187,9 @@ def main() -> int:
             args.out.write_text(text)
         return 0
     finally:
-        if gateway is not None:
-            gateway.terminate()
-            try:
-                gateway.wait(30)
-            except subprocess.TimeoutExpired:
-                gateway.kill()
-        seaweed.stop(timeout=5)
+        PROCS.stop_all()
+        if seaweed is not None:
+            seaweed.stop(timeout=5)
         if os.environ.get("BENCH_KEEP"):
             print(f"kept {work}")
         else:

@@ -37,18 +37,24 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.*, bench.common
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.*, bench.tls
-
-from bench.tls import cpu, machine_busy, wait_idle
-from s3gate.embedded import Credentials, SeaweedFS, free_port
+from bench.common import (
+    BUCKET,
+    KiB,
+    clean_env,
+    free_port,
+    machine_busy,
+    make_token,
+    start_store,
+    tree_cpu,
+    versions,
+    wait_idle,
+)
 from s3gate.private import write_private
 from tests.integration.test_cluster import Instance, start_nginx
 from tests.postgres import PostgresServer
 
-KiB = 1024
-BUCKET = "bench"
 WHO = ("client", "gateways", "nginx", "store", "postgres", "other")
 
 
@@ -57,35 +63,15 @@ class Target:
     name: str
     base: str
     gateways: list[Instance]
-    nginx: psutil.Process | None = None
+    nginx: int | None = None  # its master's pid
     cacert: Path | None = None  # the nginx's own self-signed certificate
     puts: list[float] = field(default_factory=list)
     gets: list[float] = field(default_factory=list)
     cores: dict[str, list[float]] = field(default_factory=dict)
 
 
-def make_token(env: dict[str, str]) -> str:
-    """A user with every right in the bucket and an API token of theirs (the store is PostgreSQL)."""
-    from s3gate import settings as settings_mod
-    from s3gate.auth.bootstrap import run_sync
-    from s3gate.auth.config import check
-    from s3gate.auth.rules import Rule
-    from s3gate.auth.service import running_service
-
-    async def make() -> str:
-        config = check(settings_mod.load(environ=env, use_file=False))
-        async with running_service(config, audit_to_stderr=False) as service:
-            await service.add_user("bench", secrets.token_urlsafe(18))
-            await service.grant("bench", Rule.parse(f"{BUCKET}:all"))
-            token, _ = await service.create_token("bench", label="bench")
-            return token
-
-    return run_sync(make())
-
-
-def postgres_tree(server: PostgresServer) -> psutil.Process:
-    pid = int((server.data / "postmaster.pid").read_text().split()[0])
-    return psutil.Process(pid)
+def postgres_pid(server: PostgresServer) -> int:
+    return int((server.data / "postmaster.pid").read_text().split()[0])
 
 
 async def load(target: Target, tag: str, bodies: list[bytes], token: str, conc: int) -> tuple[float, float]:
@@ -123,9 +109,9 @@ async def load(target: Target, tag: str, bodies: list[bytes], token: str, conc: 
     return rates[0], rates[1]
 
 
-def counters(target: Target, store: psutil.Process, postgres: psutil.Process) -> tuple[float, ...]:
-    gateways = sum(cpu(psutil.Process(g.serve.pid)) for g in target.gateways if g.serve is not None)
-    return time.process_time(), gateways, cpu(target.nginx), cpu(store), cpu(postgres), machine_busy()
+def counters(target: Target, store: int, postgres: int) -> tuple[float, ...]:
+    gateways = sum(tree_cpu(g.serve.pid) for g in target.gateways if g.serve is not None)
+    return time.process_time(), gateways, tree_cpu(target.nginx), tree_cpu(store), tree_cpu(postgres), machine_busy()[0]
 
 
 def main() -> int:
@@ -139,18 +125,14 @@ def main() -> int:
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="s3gate-bench-cluster-"))
     postgres = PostgresServer(root / "postgres")
-    store = SeaweedFS(
-        root / "seaweedfs",
-        credentials=Credentials("bench" + secrets.token_hex(4), secrets.token_urlsafe(24)),
-        buckets=(BUCKET,),
-    )
+    store = None
     gateways: list[Instance] = []
     nginxes: list[subprocess.Popen] = []
     try:
         postgres.start()
-        store.start()
+        store = start_store(root / "seaweedfs")
         write_private(root / "cluster.secret", secrets.token_hex(32).encode())
-        env = {k: v for k, v in os.environ.items() if not k.startswith("S3GATE_")}
+        env = clean_env()
         env.update(
             S3GATE_USERS_DB=postgres.create_database(),
             S3GATE_SECRET_FILE=str(root / "cluster.secret"),
@@ -161,7 +143,7 @@ def main() -> int:
             S3GATE_TRUSTED_PROXIES="127.0.0.1",
             S3GATE_AUDIT_LOG="-",
         )
-        token = make_token(env)
+        token = make_token({**env, "S3GATE_DATA_DIR": str(root / "cli-data")})
         gateways = [Instance(name, free_port(), root / f"data-{name}", env) for name in ("a", "b")]
         for g in gateways:
             g.start()
@@ -176,24 +158,24 @@ def main() -> int:
                 "one gateway behind nginx (TLS)",
                 alone_base,
                 gateways[:1],
-                psutil.Process(alone.pid),
+                alone.pid,
                 root / "nginx-a" / "cert.pem",
             ),
             Target(
                 "two gateways behind nginx (TLS)",
                 both_base,
                 gateways,
-                psutil.Process(both.pid),
+                both.pid,
                 root / "nginx-ab" / "cert.pem",
             ),
         ]
-        weed, pg = psutil.Process(store.process.pid), postgres_tree(postgres)
+        weed, pg = store.process.pid, postgres_pid(postgres)
         bodies = [os.urandom(args.size) for _ in range(args.count)]
         for t in targets:  # warm-up: connections, imports, the token's first lookups; not counted
             asyncio.run(load(t, f"warm-{t.name[:3]}", bodies[:64], token, args.concurrency))
         for r in range(args.repeat):
             for t in targets[r % len(targets) :] + targets[: r % len(targets)]:
-                wait_idle(args.wait_idle)
+                wait_idle(args.wait_idle, t.name)
                 before = counters(t, weed, pg)
                 start = time.perf_counter()
                 put, get = asyncio.run(load(t, f"{r}-{targets.index(t)}", bodies, token, args.concurrency))
@@ -214,7 +196,8 @@ def main() -> int:
             g.terminate()
         for g in gateways:
             g.stop()
-        store.stop(timeout=5)
+        if store is not None:
+            store.stop(timeout=5)
         postgres.stop()
         shutil.rmtree(root, ignore_errors=True)
 
@@ -229,7 +212,7 @@ def main() -> int:
         put, get = statistics.median(t.puts), statistics.median(t.gets)
         cores = " / ".join(f"{statistics.median(t.cores[w]):.2f}" for w in WHO)
         print(f"| {t.name} | {put:,.0f} ({put / first_put:.2f}×) | {get:,.0f} ({get / first_get:.2f}×) | {cores} |")
-    print(f"\n{os.cpu_count()} CPU cores; client, nginx, gateways, SeaweedFS and PostgreSQL share them.")
+    print(f"\nMachine: {versions()}; client, nginx, gateways, SeaweedFS and PostgreSQL share the cores.")
     return 0
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import secrets
 import shutil
 import sys
 import tempfile
@@ -30,17 +29,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench.common
 
+from bench.common import free_port, start_store
 from s3gate import settings as settings_mod
 from s3gate.app import create_app, make_runner
-from s3gate.embedded import Credentials, SeaweedFS, free_port
+from s3gate.embedded import SeaweedFS
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
-# -- shared with bench/page_upload.py ----------------------------------------------------
+# -- chromium() is shared with bench/page_upload.py -----------------------------------------
 @asynccontextmanager
 async def chromium(tmp: Path) -> AsyncIterator:
     """Debian's Chromium, headless, through Playwright; its temp files under tmp."""
@@ -54,18 +54,6 @@ async def chromium(tmp: Path) -> AsyncIterator:
             yield browser
         finally:
             await browser.close()
-
-
-def start_store(root: Path, bucket: str) -> SeaweedFS:
-    """A SeaweedFS of its own under root (loopback, fresh credentials) holding an empty bucket."""
-    seaweed = SeaweedFS(root, credentials=Credentials("b" + secrets.token_hex(6), secrets.token_urlsafe(24)))
-    seaweed.start()
-    try:
-        seaweed.client().create_bucket(Bucket=bucket)
-    except BaseException:
-        seaweed.stop(5)
-        raise
-    return seaweed
 
 
 def store_settings(seaweed: SeaweedFS, data_dir: Path, **overrides) -> settings_mod.Settings:
@@ -135,7 +123,7 @@ async def main() -> None:
     runner = None
     try:
         bucket = "page-drop"
-        seaweed = await asyncio.to_thread(start_store, root / "seaweedfs", bucket)
+        seaweed = await asyncio.to_thread(start_store, root / "seaweedfs", (bucket,))
         settings = store_settings(seaweed, root / "gateway")
         runner = make_runner(create_app(settings), settings)
         await runner.setup()

@@ -18,7 +18,7 @@ uploads it twice to the same gateway:
   the session count too.
 
 MB/s is file bytes / wall seconds (MB = 10^6 bytes). Meanwhile the RSS of
-the gunicorn workers (psutil, every 20 ms) gives the gateway's peak; CPU
+the gunicorn workers (/proc, every 20 ms) gives the gateway's peak; CPU
 seconds per wall second of the client (curl, or every Chromium process and
 Playwright's driver), the gateway (gunicorn), the store (weed) and the rest
 of the machine show who used the cores. Every stored object's size is
@@ -40,78 +40,35 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench.*
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from page_drop import chromium, start_store, store_settings
-from run import parse_size, wait_port
-
-from s3gate.embedded import SeaweedFS, free_port
-from s3gate.launcher import gunicorn_argv
-
-MiB = 1024 * 1024
-BUCKET = "bench"
-
-
-def random_file(path: Path, size: int) -> None:
-    with open(path, "wb") as fh:
-        left = size
-        while left:
-            n = min(left, 8 * MiB)
-            fh.write(os.urandom(n))
-            left -= n
+from bench.common import (
+    BUCKET,
+    PROCS,
+    BenchError,
+    Gateway,
+    MiB,
+    cpu_seconds,
+    machine_busy,
+    parse_size,
+    proc_tree,
+    random_file,
+    start_store,
+    status_kb,
+)
+from bench.page_drop import chromium
+from s3gate.embedded import SeaweedFS
 
 
-def start_gateway(seaweed: SeaweedFS, work: Path) -> tuple[subprocess.Popen, int]:
-    """One gunicorn worker, exactly the launcher's argv; settings from the environment as in production."""
-    port = free_port()
-    settings = store_settings(seaweed, work / "gw-data", host="127.0.0.1", port=port, workers=1)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("S3GATE_", "AWS_"))}
-    cfg = work / "s3gate.toml"
-    cfg.write_text("")
-    env |= {
-        "S3GATE_CONFIG": str(cfg),
-        "S3GATE_S3_ENDPOINT": seaweed.endpoint,
-        "S3GATE_S3_ACCESS_KEY": seaweed.credentials.access_key,
-        "S3GATE_S3_SECRET_KEY": seaweed.credentials.secret_key,
-        "S3GATE_AUTH": "0",
-        "S3GATE_DATA_DIR": settings.data_dir,
-    }
-    with open(work / "gw.log", "wb") as log:  # the gateway holds its own copy of the descriptor
-        proc = subprocess.Popen(gunicorn_argv(settings), env=env, stdout=subprocess.DEVNULL, stderr=log)
-    wait_port(port, 60, proc, "the gateway")
-    return proc, port
-
-
-def tree(pid: int) -> list[psutil.Process]:
-    try:
-        root = psutil.Process(pid)
-        return [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
-
-
-def cpu(procs: list[psutil.Process]) -> dict[int, float]:
-    out = {}
-    for p in procs:
-        try:
-            t = p.cpu_times()
-            out[p.pid] = t.user + t.system + t.children_user + t.children_system
-        except psutil.NoSuchProcess:
-            pass
-    return out
-
-
-def machine_busy() -> float:
-    t = psutil.cpu_times()
-    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+def cpu(pids: list[int]) -> dict[int, float]:
+    """CPU seconds of each process so far, its waited-for children's included."""
+    return {pid: cpu_seconds([pid], reaped=True) for pid in pids}
 
 
 class Meter:
     """Peak RSS of the gunicorn workers (polled) and CPU seconds per wall second of each party, over one transfer."""
 
-    def __init__(self, gateway: subprocess.Popen, store: SeaweedFS, browser_is_client: bool = False):
+    def __init__(self, gateway: Gateway, store: SeaweedFS, browser_is_client: bool = False):
         self.gateway, self.store = gateway, store
         # The client: curl (a child waited for meanwhile), or the browser (Chromium and Playwright's driver).
         self.browser_is_client = browser_is_client
@@ -120,10 +77,10 @@ class Meter:
 
     def workers_rss(self) -> int:
         total = 0
-        for w in psutil.Process(self.gateway.pid).children():
+        for pid in self.gateway.worker_pids():
             try:
-                total += w.memory_info().rss
-            except psutil.NoSuchProcess:
+                total += status_kb(pid, "VmRSS") * 1024
+            except (OSError, BenchError):
                 pass
         return total
 
@@ -131,17 +88,18 @@ class Meter:
         while not self._stop.wait(0.02):
             self.peak = max(self.peak, self.workers_rss())
 
-    def parties(self) -> dict[str, list[psutil.Process]]:
-        gw, store = tree(self.gateway.pid), tree(self.store.process.pid) if self.store.process else []
-        mine = {p.pid for p in gw + store}
-        client = [p for p in psutil.Process().children(recursive=True) if p.pid not in mine]
+    def parties(self) -> dict[str, list[int]]:
+        gw = self.gateway.pids()
+        store = proc_tree(self.store.process.pid) if self.store.process else []
+        mine = set(gw + store)
+        client = [pid for pid in proc_tree(os.getpid())[1:] if pid not in mine]
         return {"gateway": gw, "store": store, "client": client if self.browser_is_client else []}
 
     def __enter__(self) -> Meter:
         self.peak = self.workers_rss()
         self._before = {name: cpu(procs) for name, procs in self.parties().items()}
         self._children = resource.getrusage(resource.RUSAGE_CHILDREN)
-        self._busy = machine_busy()
+        self._busy = sum(machine_busy())
         self._t0 = time.perf_counter()
         self._thread = threading.Thread(target=self._poll, daemon=True)
         self._thread.start()
@@ -158,7 +116,7 @@ class Meter:
         }
         ru = resource.getrusage(resource.RUSAGE_CHILDREN)  # curl, waited for meanwhile
         used["client"] += (ru.ru_utime - self._children.ru_utime) + (ru.ru_stime - self._children.ru_stime)
-        used["other"] = max(0.0, machine_busy() - self._busy - sum(used.values()))
+        used["other"] = max(0.0, sum(machine_busy()) - self._busy - sum(used.values()))
         self.cores = {name: v / self.seconds for name, v in used.items()}
 
 
@@ -201,11 +159,11 @@ async def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="s3g-bench-page-"))
-    seaweed = gateway = None
+    seaweed = None
     try:
-        seaweed = await asyncio.to_thread(start_store, work / "seaweedfs", BUCKET)
-        gateway, port = await asyncio.to_thread(start_gateway, seaweed, work)
-        base = f"http://127.0.0.1:{port}"
+        seaweed = await asyncio.to_thread(start_store, work / "seaweedfs")
+        gateway = await asyncio.to_thread(Gateway(work, seaweed).start)
+        base = gateway.base
         src = work / "file.bin"
         await asyncio.to_thread(random_file, src, args.size)
         (work / "chromium").mkdir()
@@ -257,12 +215,7 @@ async def main() -> int:
             )
         return 0
     finally:
-        if gateway is not None:
-            gateway.terminate()
-            try:
-                gateway.wait(30)
-            except subprocess.TimeoutExpired:
-                gateway.kill()
+        await asyncio.to_thread(PROCS.stop_all)
         if seaweed is not None:
             await asyncio.to_thread(seaweed.stop, 5)
         if os.environ.get("BENCH_KEEP"):

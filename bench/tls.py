@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import resource
-import secrets
 import statistics
 import subprocess
 import sys
@@ -33,18 +31,24 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench.common, tests.integration.test_nginx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.integration.test_nginx
-
-from s3gate import settings as settings_mod
+from bench.common import (
+    PROCS,
+    Gateway,
+    children_cpu,
+    machine_busy,
+    parse_size,
+    random_file,
+    start_store,
+    tree_cpu,
+    versions,
+    wait_idle,
+)
 from s3gate.certs import self_signed
-from s3gate.embedded import Credentials, SeaweedFS, free_port
-from s3gate.launcher import gunicorn_argv
 from s3gate.private import write_private
 from tests.integration.test_nginx import nginx_binary, write_config
 
-MiB = 1024 * 1024
 WHO = ("gateway", "nginx", "store", "curl", "other")
 
 
@@ -53,77 +57,10 @@ class Target:
     name: str
     base: str
     cacert: Path | None
-    gateway: psutil.Process  # gunicorn's master: its tree does the gateway's work
-    nginx: psutil.Process | None = None
+    gateway: int  # gunicorn's master: its tree does the gateway's work
+    nginx: int | None = None
     curl_args: tuple[str, ...] = ()
     runs: list[dict[str, float]] = field(default_factory=list)
-
-
-def cpu(proc: psutil.Process | None) -> float:
-    """CPU seconds used so far by PROC and its children alive now (gunicorn's and nginx's workers live on)."""
-    if proc is None:
-        return 0.0
-    total = 0.0
-    for p in (proc, *proc.children(recursive=True)):
-        try:
-            t = p.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += t.user + t.system
-    return total
-
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def machine_busy() -> float:
-    """CPU seconds the whole machine has spent in tasks so far (user, nice, system, steal; not irq/softirq)."""
-    user, nice, system, _idle, _iowait, _irq, _softirq, steal = (
-        int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
-    )
-    return (user + nice + system + steal) / CLK_TCK
-
-
-def curl_cpu() -> float:
-    """CPU seconds of the finished children (every curl this script ran) so far."""
-    c = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return c.ru_utime + c.ru_stime
-
-
-def wait_idle(limit: float) -> None:
-    """Wait up to LIMIT seconds for the machine to go quiet (< 0.3 cores busy over a second): others' work skews."""
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        before = machine_busy()
-        time.sleep(1)
-        if machine_busy() - before < 0.3:
-            return
-
-
-def gateway(root: Path, store: SeaweedFS, tls: tuple[Path, Path] | None) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("S3GATE_")}
-    env.update(
-        S3GATE_AUTH="0",
-        S3GATE_PORT=str(port),
-        S3GATE_WORKERS="1",
-        S3GATE_DATA_DIR=str(root / f"gw-{port}"),
-        S3GATE_S3_ENDPOINT=store.endpoint,
-        S3GATE_S3_ACCESS_KEY=store.credentials.access_key,
-        S3GATE_S3_SECRET_KEY=store.credentials.secret_key,
-        S3GATE_PART_SIZE="16MiB",
-        S3GATE_LOG_LEVEL="warning",
-        S3GATE_TRUSTED_PROXIES="127.0.0.1",  # nginx, for the plain gateway behind it
-    )
-    if tls:
-        env.update(S3GATE_TLS_CERT=str(tls[0]), S3GATE_TLS_KEY=str(tls[1]))
-    settings = settings_mod.load(env, use_file=False)
-    with open(root / f"gw-{port}.log", "wb") as log:  # the child keeps its own copy of the descriptor
-        proc = subprocess.Popen(gunicorn_argv(settings), env=env, stdout=log, stderr=log, start_new_session=True)
-    scheme = "https" if tls else "http"
-    base = f"{scheme}://127.0.0.1:{port}"
-    wait_ready(base, tls[0] if tls else None, proc, root / f"gw-{port}.log")
-    return proc, base
 
 
 def start_nginx(root: Path, upstream: str) -> tuple[subprocess.Popen, str, Path]:
@@ -131,9 +68,9 @@ def start_nginx(root: Path, upstream: str) -> tuple[subprocess.Popen, str, Path]
     conf = root / "nginx"
     _, https_port = write_config(conf, int(upstream.rsplit(":", 1)[1]))
     with open(conf / "stderr.log", "wb") as log:
-        proc = subprocess.Popen(
-            [nginx_binary(), "-p", str(conf), "-c", str(conf / "nginx.conf"), "-g", "daemon off;"],
-            stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
+        proc = PROCS.popen(
+            "nginx", [nginx_binary(), "-p", str(conf), "-c", str(conf / "nginx.conf"), "-g", "daemon off;"],
+            stdout=subprocess.DEVNULL, stderr=log,
         )  # fmt: skip
     base = f"https://127.0.0.1:{https_port}"
     wait_ready(base, conf / "cert.pem", proc, conf / "error.log")
@@ -154,16 +91,16 @@ def curl(base: str, path: str, cacert: Path | None, *args: str) -> str:
     return done.stdout
 
 
-def measure(t: Target, store: psutil.Process, src: Path, size: int, digest: str, n: int) -> dict[str, float]:
+def measure(t: Target, store: int, src: Path, size: int, digest: str, n: int) -> dict[str, float]:
     key = f"/files/bench/tls-{n}-{t.name.replace(' ', '-').replace('/', '')}.bin"
     out: dict[str, float] = {}
     for way, args in (
         ("up", ("-T", str(src), "-w", "\n%{size_upload} %{speed_upload} %{time_total}")),
         ("down", ("-o", "/dev/null", "-w", "\n%{size_download} %{speed_download} %{time_total}")),
     ):
-        before = cpu(t.gateway), cpu(t.nginx), cpu(store), curl_cpu(), machine_busy()
+        before = tree_cpu(t.gateway), tree_cpu(t.nginx), tree_cpu(store), children_cpu(), machine_busy()[0]
         got = curl(t.base, key, t.cacert, "--fail", *t.curl_args, *args)
-        after = cpu(t.gateway), cpu(t.nginx), cpu(store), curl_cpu(), machine_busy()
+        after = tree_cpu(t.gateway), tree_cpu(t.nginx), tree_cpu(store), children_cpu(), machine_busy()[0]
         body, _, stats = got.rpartition("\n")
         moved, speed, wall = stats.split()
         if moved != str(size) or (way == "up" and digest not in body):
@@ -177,59 +114,66 @@ def measure(t: Target, store: psutil.Process, src: Path, size: int, digest: str,
     return out
 
 
+def gateway(root: Path, store, tls: tuple[Path, Path] | None) -> Gateway:
+    """One worker, part_size 16 MiB, nginx trusted for the plain one; direct TLS with tls."""
+    env = {"S3GATE_PART_SIZE": "16MiB", "S3GATE_LOG_LEVEL": "warning", "S3GATE_TRUSTED_PROXIES": "127.0.0.1"}
+    if tls:
+        env.update(S3GATE_TLS_CERT=str(tls[0]), S3GATE_TLS_KEY=str(tls[1]))
+    name = "gw-tls" if tls else "gw-plain"
+    return Gateway(root, store, env=env, name=name, cacert=tls[0] if tls else None).start()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", default="1GiB", help="bytes to move each way (suffixes: MiB, GiB)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--wait-idle", type=float, default=60, help="seconds to wait for a quiet machine before each")
     args = parser.parse_args()
-    size = settings_mod._number(int, args.size)
+    size = parse_size(args.size)
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     with tempfile.TemporaryDirectory(prefix="s3gate-bench-tls-") as tmp:
         root = Path(tmp)
         src = root / "src.bin"
         digest = hashlib.sha256()
-        with open(src, "wb") as fh:
-            for _ in range(0, size, 16 * MiB):
-                chunk = os.urandom(min(16 * MiB, size - fh.tell()))
-                digest.update(chunk)
-                fh.write(chunk)
+        random_file(src, size, digest=digest)
         cert, key = self_signed(["127.0.0.1"])
         tls = (root / "cert.pem", root / "key.pem")
         tls[0].write_bytes(cert)
         write_private(tls[1], key)
-        creds = Credentials("bench" + secrets.token_hex(4), secrets.token_urlsafe(24))
-        store = SeaweedFS(root / "seaweedfs", credentials=creds, buckets=("bench",))
-        procs: list[subprocess.Popen] = []
-        nginx_conf: Path | None = None
+        store = None
         try:
-            store.start()
-            weed = psutil.Process(store.process.pid)
-            plain, plain_base = gateway(root, store, None)
-            direct, direct_base = gateway(root, store, tls)
-            nginx, nginx_base, nginx_conf = start_nginx(root, plain_base)
-            procs += [nginx, direct, plain]
-            gw_plain, gw_direct, ng = (psutil.Process(p.pid) for p in (plain, direct, nginx))
+            store = start_store(root / "seaweedfs")
+            plain = gateway(root, store, None)
+            direct = gateway(root, store, tls)
+            nginx, nginx_base, nginx_conf = start_nginx(root, plain.base)
             targets = [
-                Target("plain HTTP", plain_base, None, gw_plain),
-                Target("direct TLS", direct_base, tls[0], gw_direct),
-                Target("nginx TLS, HTTP/1.1", nginx_base, nginx_conf / "cert.pem", gw_plain, ng, ("--http1.1",)),
-                Target("nginx TLS, HTTP/2", nginx_base, nginx_conf / "cert.pem", gw_plain, ng, ("--http2",)),
+                Target("plain HTTP", plain.base, None, plain.master.pid),
+                Target("direct TLS", direct.base, tls[0], direct.master.pid),
+                Target(
+                    "nginx TLS, HTTP/1.1",
+                    nginx_base,
+                    nginx_conf / "cert.pem",
+                    plain.master.pid,
+                    nginx.pid,
+                    ("--http1.1",),
+                ),
+                Target(
+                    "nginx TLS, HTTP/2", nginx_base, nginx_conf / "cert.pem", plain.master.pid, nginx.pid, ("--http2",)
+                ),
             ]
             for i in range(args.repeat):
                 for t in targets:
-                    wait_idle(args.wait_idle)
-                    t.runs.append(measure(t, weed, src, size, digest.hexdigest(), i))
+                    wait_idle(args.wait_idle, t.name)
+                    t.runs.append(measure(t, store.process.pid, src, size, digest.hexdigest(), i))
                     r = t.runs[-1]
                     print(f"  {t.name} #{i + 1}: up {r['up']:.0f} MB/s, down {r['down']:.0f} MB/s", flush=True)
             spooled = (nginx_conf / "error.log").read_text().count("buffered to a temporary file")
             if spooled:
                 sys.exit(f"nginx spooled {spooled} request body(ies) to disk: the site does not stream")
         finally:
-            for proc in procs:
-                proc.terminate()
-                proc.wait(30)
-            store.stop(timeout=5)
+            PROCS.stop_all()
+            if store is not None:
+                store.stop(timeout=5)
     print(f"\n{args.size} each way through s3gate (1 gunicorn worker), curl on 127.0.0.1, median of {args.repeat}.")
     print(
         "Cores = CPU seconds per wall second during the transfer (gateway: gunicorn + worker; store: SeaweedFS;"
@@ -251,7 +195,7 @@ def main() -> int:
             row.append(" / ".join(f"{med(t, f'{way} {who}'):.2f}" for who in WHO))
         print("| " + " | ".join(row) + " |")
     print(
-        f"\n{os.cpu_count()} CPU cores; curl, nginx, gunicorn and SeaweedFS share them. nginx spooled nothing to disk."
+        f"\nMachine: {versions()}; curl, nginx, gunicorn and SeaweedFS share the cores. nginx spooled nothing to disk."
     )
     print(f"Load average at start: {load}; at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}.")
     return 0

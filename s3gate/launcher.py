@@ -57,7 +57,7 @@ def gunicorn_argv(settings: settings_mod.Settings) -> list[str]:
         "gunicorn",
         "s3gate.app:app_factory",
         "--worker-class",
-        "aiohttp.GunicornWebWorker",
+        settings_mod.WORKER_CLASSES[settings.event_loop],
         "--bind",
         f"{settings.host}:{settings.port}",
         "--workers",

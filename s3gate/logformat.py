@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import time
 from typing import Any
 
 FIELDS_ATTR = "json_fields"
@@ -39,9 +40,29 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=True, default=str, separators=(",", ":"))
 
 
+class TextFormatter(logging.Formatter):
+    """logging.Formatter(TEXT_FORMAT), with the date part of ``asctime`` made once a second.
+
+    Every request writes an access line; strftime for each was a visible share
+    of a small request's CPU. The text is exactly the standard formatter's.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+        self._second: int | None = None
+        self._date = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        second = int(record.created)
+        if second != self._second:
+            self._date = time.strftime(self.default_time_format, self.converter(record.created))
+            self._second = second
+        return self.default_msec_format % (self._date, record.msecs)
+
+
 def formatter(log_format: str) -> logging.Formatter:
     """The formatter for the ``log_format`` setting."""
-    return JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
+    return JsonFormatter() if log_format == "json" else TextFormatter()
 
 
 def configure(level: str, log_format: str) -> None:

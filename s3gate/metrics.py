@@ -21,6 +21,7 @@ No aiohttp here: the storage and auth rooms report through small hooks
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Iterator
 
@@ -118,14 +119,22 @@ def method_label(method: str) -> str:
     return method if method in METHODS else "other"
 
 
+@functools.lru_cache(maxsize=4096)
+def _series(metric, *labels: str):
+    # .labels() validates and locks on every call, a few microseconds each, several times a
+    # request; a series, once made, stays the same object. Routes are templates, methods and
+    # statuses few, so this stays small.
+    return metric.labels(*labels)
+
+
 def observe_request(route: str, method: str, status: int, seconds: float, received: int, sent: int) -> None:
     method = method_label(method)
-    HTTP_REQUESTS.labels(route, method, str(status)).inc()
-    HTTP_DURATION.labels(route, method).observe(seconds)
+    _series(HTTP_REQUESTS, route, method, str(status)).inc()
+    _series(HTTP_DURATION, route, method).observe(seconds)
     if received:
-        HTTP_RECEIVED.labels(route, method).inc(received)
+        _series(HTTP_RECEIVED, route, method).inc(received)
     if sent:
-        HTTP_SENT.labels(route, method).inc(sent)
+        _series(HTTP_SENT, route, method).inc(sent)
 
 
 def s3_outcome(status: int | None) -> str:

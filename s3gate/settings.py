@@ -33,6 +33,8 @@ S3_MAX_OBJECT = 5 * 1024 * GiB
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")  # logging's and gunicorn's names
+# event_loop -> the gunicorn worker class that runs it (aiohttp's own).
+WORKER_CLASSES = {"uvloop": "aiohttp.GunicornUVLoopWebWorker", "asyncio": "aiohttp.GunicornWebWorker"}
 # The embedded S3's gRPC twin listens 10,000 ports higher.
 MAX_EMBEDDED_S3_PORT = 65535 - 10000
 # Environment variables with the S3GATE_ prefix that are not settings.
@@ -98,6 +100,10 @@ class Settings:
     host: str = setting("127.0.0.1", "Address to bind. Loopback unless you mean otherwise.")
     port: int = setting(5000, "TCP port to listen on.")
     workers: int = setting(0, "gunicorn worker processes; 0 = one per CPU core.")
+    event_loop: str = setting(
+        "uvloop",
+        "Each worker's event loop: uvloop (libuv; less CPU per request) or asyncio (the standard library's, if uvloop misbehaves somewhere).",
+    )
     data_dir: str = setting(
         "data", "Directory for the embedded S3's data, the link-signing key and the users database."
     )
@@ -258,6 +264,8 @@ class Settings:
             problems.append("port must be between 1 and 65535")
         if self.workers < 0:
             problems.append("workers must be >= 0 (0 = one per CPU core)")
+        if self.event_loop not in WORKER_CLASSES:
+            problems.append(f"event_loop must be {' or '.join(WORKER_CLASSES)}")
         if not self.data_dir:
             problems.append("data_dir must not be empty")
         if self.users_db.startswith(("postgresql://", "postgres://")) and not self.secret_file:

@@ -76,6 +76,7 @@ def test_example_config_loads_and_equals_defaults():
     [
         ({"S3GATE_LOG_LEVEL": "loud"}, "log_level must be one of"),
         ({"S3GATE_WORKERS": "-1"}, "workers must be >= 0"),
+        ({"S3GATE_EVENT_LOOP": "trio"}, "event_loop must be uvloop or asyncio"),
         ({"S3GATE_HOST": "not a host"}, "host must be"),
         ({"S3GATE_HOST": "-bad-.example"}, "host must be"),
         ({"S3GATE_PORT": "0"}, "port must be between"),

@@ -20,7 +20,7 @@ import re
 from aiohttp import web
 
 from .. import keys
-from ..errors import BadRequest, PreconditionFailed, RangeNotSatisfiable
+from ..errors import BadRequest, PreconditionFailed, RangeNotSatisfiable, StorageError
 from ..netaddr import is_loopback_url
 from ..settings import Settings
 from ..storage.s3 import Download, ObjectInfo, content_disposition
@@ -282,21 +282,48 @@ def _response(info: ObjectInfo, key: str, byte_range: tuple[int, int] | None) ->
 async def _relay(request: web.Request, response: web.StreamResponse, download: Download) -> web.StreamResponse:
     chunk = request.app[keys.SETTINGS].download_chunk
     bucket, key = request.match_info.get("bucket", ""), download.info.key
+    if response.content_length is not None and response.content_length <= chunk:
+        return await _send_whole(request, response, download)
     async with download.body as body:
         await response.prepare(request)
-        try:
-            async for piece in body.iter_chunks(chunk):
+        pieces = body.iter_chunks(chunk)
+        while True:
+            try:
+                piece = await anext(pieces)
+            except StopAsyncIteration:
+                break
+            except Exception as exc:  # the store failed; headers are gone: all we can do is cut the body short
+                log.warning("download of %s/%s failed mid-stream: %s", bucket, key, exc)
+                if request.transport is not None:
+                    request.transport.close()
+                return response
+            try:
                 await response.write(piece)
-        except (ConnectionResetError, ConnectionError):
-            log.info("client went away during download of %s/%s", bucket, key)
-            return response
-        except Exception as exc:  # headers are gone: all we can do is cut the body short
-            log.warning("download of %s/%s failed mid-stream: %s", bucket, key, exc)
-            if request.transport is not None:
-                request.transport.close()
-            return response
+            except ConnectionError:
+                log.info("client went away during download of %s/%s", bucket, key)
+                return response
     await response.write_eof()
     return response
+
+
+async def _send_whole(request: web.Request, response: web.StreamResponse, download: Download) -> web.Response:
+    """A body of at most one chunk (already reserved): read it, then send head and body in one write.
+
+    Half the system calls of streaming a small object, and a store that fails
+    mid-body still gets a clean 502, since nothing has been sent yet.
+    """
+    async with download.body as body:
+        try:
+            data = await body.read()
+        except Exception as exc:  # aiohttp/botocore read errors, timeouts
+            log.warning("download of %s/%s failed: %s", request.match_info.get("bucket", ""), download.info.key, exc)
+            raise StorageError("the store failed while sending the object") from None
+    if len(data) != response.content_length:
+        raise StorageError("the store sent a body of the wrong length")
+    whole = web.Response(body=data, status=response.status, headers=response.headers)
+    await whole.prepare(request)
+    await whole.write_eof()
+    return whole
 
 
 # -- links ------------------------------------------------------------------

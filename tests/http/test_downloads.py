@@ -8,6 +8,7 @@ import os
 import re
 import time
 
+import aiohttp
 import pytest
 from multidict import CIMultiDict
 from yarl import URL
@@ -436,3 +437,79 @@ def test_download_reservation_follows_length():
     assert downloads.download_reservation(chunk, None) == downloads.download_reservation(chunk, 10 * chunk)
     assert downloads.download_reservation(chunk, 0) == 0
     assert downloads.download_reservation(chunk, 1000) < downloads.download_reservation(chunk, None)
+
+
+class BreaksMidBody:
+    """The real store's body, cut after `after` bytes as a dropped S3 connection would."""
+
+    def __init__(self, body, after: int, error: type[Exception] = aiohttp.ClientPayloadError):
+        self.body, self.after, self.error = body, after, error
+
+    async def __aenter__(self):
+        await self.body.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc):
+        return await self.body.__aexit__(*exc)
+
+    async def read(self) -> bytes:
+        data = await self.body.read()
+        raise self.error(f"store connection lost after {len(data[: self.after])} bytes")
+
+    async def iter_chunks(self, size: int):
+        sent = 0
+        async for piece in self.body.iter_chunks(size):
+            if sent + len(piece) > self.after:
+                raise self.error("store connection lost")
+            sent += len(piece)
+            yield piece
+
+
+@pytest.fixture
+def store_breaks_mid_body(client, monkeypatch):
+    storage = client.app[keys.STORAGE]
+    real = storage.get
+
+    async def get(*args, **kwargs):
+        download = await real(*args, **kwargs)
+        return type(download)(download.info, BreaksMidBody(download.body, 1000), download.content_range)
+
+    monkeypatch.setattr(storage, "get", get)
+
+
+async def test_a_small_object_the_store_fails_to_send_is_a_clean_502(client, obj, store_breaks_mid_body):
+    """An object of at most one download chunk is read whole before anything is sent: a store
+    that drops mid-body gets the client a 502 with an error body, never a 200 that stops short."""
+    for headers in ({}, {"Range": "bytes=0-4999"}):
+        resp = await client.get(obj, headers=headers)
+        assert resp.status == 502, resp.status
+        assert (await resp.json())["error"] == "storage_error"
+    assert client.app[keys.BUDGET].used == 0
+
+
+# What aiohttp raises when S3's connection drops mid-body, and the bare socket error a lower
+# layer may let through: either way the store failed, not the client.
+@pytest.mark.parametrize("error", [aiohttp.ClientPayloadError, ConnectionResetError])
+async def test_a_large_object_the_store_fails_to_send_is_cut_short(
+    aiohttp_client, settings, s3, bucket, monkeypatch, error
+):
+    """Above one chunk the head is gone before the body: the connection is cut, so the client
+    can tell the body is incomplete (wget/curl report it and resume) instead of waiting for
+    bytes that never come."""
+    app = create_app(settings_mod.replace(settings, download_chunk=4096))
+    c = await aiohttp_client(app)
+    s3.put_object(Bucket=bucket, Key="big.bin", Body=BODY)
+    storage = app[keys.STORAGE]
+    real = storage.get
+
+    async def get(*args, **kwargs):
+        download = await real(*args, **kwargs)
+        return type(download)(download.info, BreaksMidBody(download.body, 4096, error), download.content_range)
+
+    monkeypatch.setattr(storage, "get", get)
+    resp = await c.get(f"/files/{bucket}/big.bin", timeout=aiohttp.ClientTimeout(total=20))
+    assert resp.status == 200 and resp.headers["Content-Length"] == str(len(BODY))
+    with pytest.raises(Exception) as cut:
+        await resp.read()
+    assert "payload" in type(cut.value).__name__.lower() or "connection" in str(cut.value).lower(), cut.value
+    assert app[keys.BUDGET].used == 0

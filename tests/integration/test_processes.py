@@ -134,7 +134,7 @@ async def start_gunicorn(
     with open(log, "wb") as out:
         proc = await asyncio.create_subprocess_exec(
             str(BIN / "gunicorn"), "s3gate.app:app_factory",
-            "--worker-class", "aiohttp.GunicornWebWorker",
+            "--worker-class", "aiohttp.GunicornUVLoopWebWorker",  # as the README's command
             "--bind", f"127.0.0.1:{port}",
             "--workers", str(workers),
             "--graceful-timeout", str(graceful_timeout),
@@ -331,12 +331,15 @@ async def test_sigterm_aborts_uploads_and_lets_downloads_finish(processes, seawe
 
 
 # -- `s3gate serve`, as run.sh starts it ------------------------------------------------
-async def start_serve(processes, data_dir: Path, port: int, tmp_path: Path, tag: str, s3_port: int = 0) -> Running:
+async def start_serve(
+    processes, data_dir: Path, port: int, tmp_path: Path, tag: str, s3_port: int = 0, **settings: str
+) -> Running:
     log = tmp_path / f"serve-{tag}.log"
     env = child_env(
         S3GATE_EMBEDDED_S3_PORT=str(s3_port),
         S3GATE_PORT=str(port),
         S3GATE_DATA_DIR=str(data_dir),
+        **settings,
     )
     env.pop("S3GATE_AUTH", None)  # the real default: authentication on
     with open(log, "wb") as out:
@@ -349,6 +352,17 @@ async def start_serve(processes, data_dir: Path, port: int, tmp_path: Path, tag:
     await wait_ready(running, timeout=90)
     running.children = [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
     return running
+
+
+def worker_loops(r: Running) -> list[str]:
+    """The event loop each gunicorn worker of a `s3gate serve` runs, from the libraries it mapped."""
+    loops = []
+    for pid in r.children:
+        proc = psutil.Process(pid)
+        if "gunicorn" in " ".join(proc.cmdline()) and "gunicorn" in " ".join(proc.parent().cmdline()):
+            maps = Path(f"/proc/{pid}/maps").read_text()
+            loops.append("uvloop" if "/uvloop/loop." in maps else "asyncio")
+    return loops
 
 
 def alive(pid: int) -> bool:
@@ -389,6 +403,7 @@ async def test_s3gate_serve_as_run_sh_starts_it(processes, tmp_path):
     password = secret_file.read_text().strip()
     assert len(password) >= 16 and oct(secret_file.stat().st_mode & 0o777) == "0o600"
     assert password in first.log_tail()
+    assert worker_loops(first) and set(worker_loops(first)) == {"uvloop"}  # the default event_loop
     anon = await run("curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", first.url("/files/files/"))
     assert anon.text == "401"
     user = f"admin:{password}"
@@ -407,7 +422,9 @@ async def test_s3gate_serve_as_run_sh_starts_it(processes, tmp_path):
     # The data directory survives: a restart sees the file and the same admin,
     # and the password is not printed again.
     assert (data_dir / "embedded-s3.json").exists()
-    second = await start_serve(processes, data_dir, port, tmp_path, "second")
+    # ...and runs on the standard library's loop when event_loop says so.
+    second = await start_serve(processes, data_dir, port, tmp_path, "second", S3GATE_EVENT_LOOP="asyncio")
+    assert set(worker_loops(second)) == {"asyncio"}
     assert password not in second.log_tail()
     again = await run("curl", "-sS", "--fail", "-u", user, second.url("/files/files/hello.bin"))
     assert again.rc == 0 and sha256(again.out) == sha256(src.read_bytes())
