@@ -126,7 +126,7 @@ def configure_logging(settings: Settings) -> None:
 
 
 async def app_factory() -> web.AppRunner:
-    """gunicorn entry: `gunicorn s3gate.app:app_factory -k aiohttp.GunicornUVLoopWebWorker`.
+    """gunicorn entry: `gunicorn s3gate.app:app_factory -k aiohttp.GunicornWebWorker`.
 
     Returns a runner so the worker uses our shutdown_timeout (kept below
     gunicorn's graceful timeout, so aborts finish before the worker is killed).

@@ -101,8 +101,8 @@ class Settings:
     port: int = setting(5000, "TCP port to listen on.")
     workers: int = setting(0, "gunicorn worker processes; 0 = one per CPU core.")
     event_loop: str = setting(
-        "uvloop",
-        "Each worker's event loop: uvloop (libuv; less CPU per request) or asyncio (the standard library's, if uvloop misbehaves somewhere).",
+        "asyncio",
+        "Each worker's event loop: asyncio (the standard library's) or uvloop (libuv: about 15% less CPU per small request, but about 1.7x the CPU per GB of large proxied downloads, measured with bench/run.py).",
     )
     data_dir: str = setting(
         "data", "Directory for the embedded S3's data, the link-signing key and the users database."

@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 import argon2
@@ -220,6 +220,10 @@ class AuthService:
     # ------------------------------------------------------ authentication
     async def principal_for(self, user: User, via: str, **extra) -> Principal:
         mine, public = await self.store.rules_with_public(user.id)
+        return self._principal(user, via, mine, public, **extra)
+
+    def _principal(self, user: User, via: str, mine: Sequence[Rule], public: Sequence[Rule], **extra) -> Principal:
+        # The user's rules, then the public_* settings', then the anonymous user's.
         rules = tuple(mine) + self.config.public + tuple(public)
         return Principal(user.name, via, user.admin, rules, user_id=user.id, **extra)
 
@@ -321,17 +325,19 @@ class AuthService:
         """A ``s3g_`` token (Bearer, or as the Basic password with its owner's name)."""
         if not credentials.well_formed_token(secret):
             raise InvalidToken()
-        token = await self.store.token_by_digest(credentials.digest(secret))
+        found = await self.store.token_login(credentials.digest(secret))  # one trip to the database
         now = self.clock()
-        if token is None or token.state(now) != "active" or (name is not None and name != token.owner):
+        if found is None:
             raise InvalidToken()
-        user = await self.store.get_user_by_id(token.user_id)
+        token, user = found.token, found.user
+        if token.state(now) != "active" or (name is not None and name != token.owner):
+            raise InvalidToken()
         if user is None or user.disabled:
             raise InvalidToken()
         if token.last_used_at is None or now - token.last_used_at > TOKEN_TOUCH_EVERY:
             await self.store.touch_token(token.id, now)
         scopes = (token.scope,) if token.scope is not None else ()
-        return await self.principal_for(user, "token", scopes=scopes, token_id=token.id)
+        return self._principal(user, "token", found.rules, found.public, scopes=scopes, token_id=token.id)
 
     async def session_principal(self, session_id: str) -> Principal | None:
         """The session's user, or None if the id is unknown, expired or its user disabled."""

@@ -18,7 +18,18 @@ from typing import Any
 from .database import Database, Tx, open_database
 from .migrations import current_version, migrate
 from .rules import ACTIONS, Rule, format_actions
-from .store import ANONYMOUS, DuplicateUser, Failures, ProofLookup, Session, Store, Token, UploadSession, User
+from .store import (
+    ANONYMOUS,
+    DuplicateUser,
+    Failures,
+    ProofLookup,
+    Session,
+    Store,
+    Token,
+    TokenLogin,
+    UploadSession,
+    User,
+)
 
 _USER_COLS = "id, name, password_hash, is_admin, disabled, created_at, password_changed_at"
 _UPLOAD_COLS = (
@@ -40,6 +51,17 @@ def _user(row: tuple | None) -> User | None:
     if row is None:
         return None
     return User(row[0], row[1], row[2], bool(row[3]), bool(row[4]), row[5], row[6])
+
+
+def _token(row: tuple | None, scope_rows: list[tuple] | None) -> Token | None:
+    """A token row (``_TOKEN_COLS``); scope_rows: its token_rules when it is scoped."""
+    if row is None:
+        return None
+    scope = None if scope_rows is None else tuple(Rule(b, p, _actions(a)) for b, p, a in scope_rows)
+    # Times as stored: a hand-edited or older row may hold anything (text, inf);
+    # a bad expiry counts as already past, so the token fails closed.
+    created, expires, used, revoked = (_time(v, 0.0) for v in row[4:8])
+    return Token(row[0], row[1], row[2], row[3], created or 0.0, expires, used, revoked, scope)
 
 
 def _time(value: object, bad: float) -> float | None:
@@ -205,26 +227,44 @@ class SQLStore(Store):
     async def _token(self, c: Tx, row: tuple | None) -> Token | None:
         if row is None:
             return None
-        scope = None
+        scope_rows = None
         if row[8]:
-            rows = await c.all(
+            scope_rows = await c.all(
                 "SELECT bucket, prefix, actions FROM token_rules WHERE token_id = ? ORDER BY bucket, prefix", (row[0],)
             )
-            scope = tuple(Rule(b, p, _actions(a)) for b, p, a in rows)
-        # Times as stored: a hand-edited or older row may hold anything (text, inf);
-        # a bad expiry counts as already past, so the token fails closed.
-        created, expires, used, revoked = (_time(v, 0.0) for v in row[4:8])
-        return Token(row[0], row[1], row[2], row[3], created or 0.0, expires, used, revoked, scope)
+        return _token(row, scope_rows)
+
+    async def token_login(self, digest: str) -> TokenLogin | None:
+        token_rows, user_rows, scope_rows, rule_rows = await self.db.batch(
+            [
+                (f"SELECT {_TOKEN_COLS} FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = ?", (digest,)),
+                (f"SELECT {_USER_COLS} FROM users WHERE id = (SELECT user_id FROM tokens WHERE token_hash = ?)", (digest,)),
+                (
+                    "SELECT r.bucket, r.prefix, r.actions FROM token_rules r JOIN tokens t ON t.id = r.token_id "
+                    "WHERE t.token_hash = ? ORDER BY r.bucket, r.prefix",
+                    (digest,),
+                ),
+                (
+                    "SELECT r.user_id, r.bucket, r.prefix, r.actions FROM rules r JOIN users u ON u.id = r.user_id "
+                    "WHERE u.name = ? OR r.user_id = (SELECT user_id FROM tokens WHERE token_hash = ?) "
+                    "ORDER BY r.bucket, r.prefix",
+                    (ANONYMOUS, digest),
+                ),
+            ]
+        )
+        if not token_rows:
+            return None
+        token = _token(token_rows[0], scope_rows if token_rows[0][8] else None)
+        assert token is not None
+        rules = tuple(Rule(b, p, _actions(a)) for uid, b, p, a in rule_rows if uid == token.user_id)
+        public = tuple(Rule(b, p, _actions(a)) for uid, b, p, a in rule_rows if uid != token.user_id)
+        return TokenLogin(token, _user(user_rows[0]) if user_rows else None, rules, public)
 
     async def _tokens_where(self, where: str, args: tuple) -> list[Token]:
         sql = f"SELECT {_TOKEN_COLS} FROM tokens t JOIN users u ON u.id = t.user_id {where}"
         async with self.db.connection() as c:
             tokens = [await self._token(c, row) for row in await c.all(sql, args)]
         return [t for t in tokens if t is not None]
-
-    async def token_by_digest(self, digest: str) -> Token | None:
-        found = await self._tokens_where("WHERE t.token_hash = ?", (digest,))
-        return found[0] if found else None
 
     async def get_token(self, token_id: str) -> Token | None:
         found = await self._tokens_where("WHERE t.id = ?", (token_id,))

@@ -63,6 +63,16 @@ class Token:
 
 
 @dataclass(frozen=True)
+class TokenLogin:
+    """A token found by its digest, with its owner and the rules a request needs (read together)."""
+
+    token: Token
+    user: User | None  # None: deleted meanwhile
+    rules: tuple[Rule, ...]  # the owner's
+    public: tuple[Rule, ...]  # the anonymous user's
+
+
+@dataclass(frozen=True)
 class Session:
     user_id: int
     created_at: float
@@ -170,7 +180,8 @@ class Store(abc.ABC):
     async def create_token(self, token: Token, digest: str) -> None: ...
 
     @abc.abstractmethod
-    async def token_by_digest(self, digest: str) -> Token | None: ...
+    async def token_login(self, digest: str) -> TokenLogin | None:
+        """Everything a request with this token needs, in one round trip to the database."""
 
     @abc.abstractmethod
     async def get_token(self, token_id: str) -> Token | None: ...

@@ -4,6 +4,8 @@ import time
 from urllib.parse import urlencode
 
 from s3gate.auth.rules import Rule
+from s3gate.auth.service import Principal
+from s3gate.http.authn import READ_ONLY
 from s3gate.http.links import LinkSigner
 
 from .conftest import PASSWORD
@@ -48,6 +50,14 @@ async def test_a_link_opens_only_its_object_and_only_for_reading(make_client):
     assert (await client.delete(f"/files/files/docs/a.txt?{query}")).status == 403
 
 
+def test_a_link_principal_is_narrowed_to_reading():
+    """The policy's link check is one guard; the principal's own scope is the other."""
+    owner = Principal("alice", "password", rules=(Rule.parse("files:all"),), user_id=1)
+    via_link = owner.narrowed(READ_ONLY, via="link")
+    assert via_link.via == "link" and via_link.may("read", "files", "docs/a.txt")
+    assert not any(via_link.may(action, "files", "docs/a.txt") for action in ("write", "delete"))
+
+
 async def test_the_link_dies_with_the_signers_rights(make_client):
     client, service = await with_alice(make_client)
     url = link("files", "docs/a.txt")
@@ -58,7 +68,8 @@ async def test_the_link_dies_with_the_signers_rights(make_client):
     await service.grant("alice", Rule.parse("files/docs:read"))
     assert (await client.get(url)).status == 200
     await service.set_disabled("alice", True)
-    assert (await client.get(url)).status == 403
+    resp = await client.get(url)
+    assert resp.status == 403 and "signer" in (await resp.json())["message"]
 
 
 async def test_a_link_for_something_the_signer_never_could_read(make_client):

@@ -7,7 +7,7 @@ import pytest
 from s3gate.auth.rules import Rule
 from s3gate.http.authn import COOKIE, safe_next
 
-from .conftest import PASSWORD
+from .conftest import PASSWORD, basic
 
 pytestmark = pytest.mark.usefixtures("users_backend")  # SQLite, then PostgreSQL
 
@@ -179,13 +179,44 @@ async def test_password_change_and_disable_end_sessions(make_client):
     assert (await client.get("/files/files/docs/a")).status == 401
 
 
+async def test_logout_everywhere_and_enabling_again(make_client):
+    client, service = await make_client()
+    await setup_alice(service)
+    await login(client)
+    assert await service.set_disabled("alice", False) == 0  # enabling an enabled user ends nothing
+    assert (await client.get("/files/files/docs/a")).status == 200
+    assert await service.logout_everywhere("alice") == 1  # `s3gate users logout alice`
+    assert (await client.get("/files/files/docs/a")).status == 401
+    await login(client)
+    assert await service.set_disabled("alice", True) == 1  # disabling ends (and counts) the session
+
+
+async def test_a_removed_password_no_longer_signs_in(make_client):
+    client, service = await make_client()
+    await setup_alice(service)
+    await service.set_password("alice", None)  # tokens only, from now on
+    assert (await client.get("/files/files/docs/a", headers=basic("alice", PASSWORD))).status == 401
+    assert (await login(client)).status == 401
+
+
 async def test_sessions_expire(make_client, clock):
     client, service = await make_client(session_ttl=3600)
     await setup_alice(service)
     await login(client)
     clock.advance(3599)
     assert (await client.get("/files/files/docs/a")).status == 200
-    clock.advance(2)
+    clock.advance(1)  # exactly its expiry: over
+    assert (await client.get("/files/files/docs/a")).status == 401
+
+
+async def test_a_disabled_users_surviving_session_is_refused(make_client):
+    """Disabling writes the flag, then deletes the sessions: a crash in between leaves them; they must not work."""
+    client, service = await make_client()
+    await setup_alice(service)
+    await login(client)
+    assert (await client.get("/files/files/docs/a")).status == 200
+    user = await service.store.get_user("alice")
+    await service.store.set_flags(user.id, disabled=True)  # the flag alone, sessions still stored
     assert (await client.get("/files/files/docs/a")).status == 401
 
 
@@ -208,6 +239,8 @@ async def test_garbage_cookie_is_just_anonymous(make_client):
     client.session.cookie_jar.update_cookies({COOKIE: "forged"})
     resp = await client.get("/files/files/a")
     assert resp.status == 401
+    resp = await client.post("/logout", headers={"Accept": "application/json"})
+    assert await resp.json() == {"logged_out": False}  # nothing was ended (and no logout audited)
 
 
 def test_next_cannot_leave_the_site():

@@ -106,11 +106,26 @@ async def test_a_verified_client_is_not_locked_out_by_an_attacker(make_client):
     assert (await get(client, "alice", PASSWORD, "192.0.2.10")).status == 200
 
 
+async def test_someone_elses_login_keeps_the_counts(make_client):
+    """A new session purges what has expired, never failure counts still in their window."""
+    client, service = await client_for(make_client, login_delay=0, login_max_failures=3, login_lockout=900)
+    await service.add_user("bob", PASSWORD)
+    await service.grant("bob", Rule.parse("files:read"))
+    for i in range(2):
+        assert (await get(client, "bob", "wrong password", f"198.51.100.{i}")).status == 401
+    form = {"username": "alice", "password": PASSWORD}
+    resp = await client.post("/login", data=form, headers={XFF: "198.51.100.50"}, allow_redirects=False)
+    assert resp.status == 303  # alice (or the attacker's own account) signs in
+    assert (await get(client, "bob", "wrong password", "198.51.100.9")).status == 401  # bob's third failure
+    assert (await get(client, "bob", PASSWORD, "198.51.100.77")).status == 429  # locked out all the same
+
+
 async def test_unlock(make_client):
     client, service = await client_for(make_client, login_delay=0, login_max_failures=1, password_cache_ttl=0)
+    assert not await service.unlock(name="alice", remote="192.0.2.200")  # nothing was locked: says so
     await get(client, "alice", "wrong password")
     assert (await get(client, "alice", PASSWORD, "192.0.2.200")).status == 429
-    assert await service.unlock(name="alice")
+    assert await service.unlock(name="alice", remote="192.0.2.200")  # the name was locked (the address was not)
     assert (await get(client, "alice", PASSWORD, "192.0.2.200")).status == 200
 
 

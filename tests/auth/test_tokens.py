@@ -8,7 +8,7 @@ import pytest
 
 from s3gate.auth.config import MAX_DURATION
 from s3gate.auth.rules import Rule
-from s3gate.auth.service import InvalidToken
+from s3gate.auth.service import InvalidToken, iso_time, token_json
 from s3gate.errors import BadRequest, NotFound
 
 from .conftest import PASSWORD, basic, bearer
@@ -140,6 +140,28 @@ async def test_admin_tokens_and_listing(service):
     assert {t.owner for t in await service.list_tokens("alice")} == {"alice"}
 
 
+async def test_a_listed_token_shows_every_field(service, clock):
+    """The shape GET /api/tokens and `s3gate tokens list --json` return."""
+    await alice(service, "files:read")
+    created = clock()
+    secret, token = await service.create_token(
+        "alice", label="laptop", expires_in=3600, scope=[Rule.parse("files/docs:read")]
+    )
+    clock.advance(5)
+    await service.authenticate_token(secret)
+    [listed] = await service.list_tokens("alice")
+    assert token_json(listed, clock()) == {
+        "id": token.id,
+        "user": "alice",
+        "label": "laptop",
+        "created": iso_time(created),
+        "expires": iso_time(created + 3600),
+        "last_used": iso_time(created + 5),
+        "state": "active",
+        "scope": ["files/docs/:read"],
+    }
+
+
 async def test_last_used_is_recorded_sparingly(service, clock):
     await alice(service, "files:read")
     secret, token = await service.create_token("alice")
@@ -188,6 +210,16 @@ async def test_the_longest_expiry_allowed(make_client, clock):
     assert (await resp.json())["expires"].startswith(str(time.gmtime(clock() + MAX_DURATION).tm_year))
     with pytest.raises(BadRequest, match="at most"):
         await service.create_token("alice", expires_in=MAX_DURATION + 1)  # the service checks too
+
+
+async def test_the_shortest_expiry_and_the_label(service):
+    await alice(service, "files:read")
+    _, token = await service.create_token("alice", expires_in=1)  # one second is in the future
+    assert token.label == ""  # none given
+    with pytest.raises(BadRequest, match="in the future"):
+        await service.create_token("alice", expires_in=0)  # born expired
+    _, token = await service.create_token("alice", label="x" * 150)
+    assert token.label == "x" * 100  # labels are cut at 100 characters
 
 
 FAR = [

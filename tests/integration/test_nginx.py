@@ -173,7 +173,8 @@ async def start_nginx(tmp_path):
 
 @pytest.fixture
 async def behind_nginx(start_gateway, start_nginx):
-    gateway = await start_gateway(trusted_proxies="127.0.0.1", auth=True, login_delay=0)
+    # Every test here uploads far less than max_upload_bytes, but for the refused one.
+    gateway = await start_gateway(trusted_proxies="127.0.0.1", auth=True, login_delay=0, max_upload_bytes=48 * MiB)
     service = gateway.app[keys.AUTH]
     await service.add_user("alice", PASSWORD)
     nginx = await start_nginx(gateway.port)
@@ -294,15 +295,25 @@ async def test_refused_upload_answered_by_the_gateway(behind_nginx, bucket, stor
     gw = behind_nginx
     await gw.service.grant("alice", Rule.parse(f"{bucket}:read"))  # no write
     src = tmp_path / "refused.bin"
-    src.write_bytes(random_bytes(8 * MiB))
-    for version in ("--http1.1", "--http2"):
-        refused = await run(
-            "curl", "-sSk", version, "-u", f"alice:{PASSWORD}", "-w", "\n%{response_code}",
-            "-T", src, f"{gw.https}/files/{bucket}/refused.bin",
-        )  # fmt: skip
-        body, _, status = refused.text.rpartition("\n")
-        assert status == "403", refused.text
-        assert f"alice may not write {bucket}/refused.bin" in body, body  # the gateway's message, not nginx's page
+    src.write_bytes(random_bytes(64 * MiB))
+    # How much of the body curl sent before the refusal stopped it. Over HTTP/2 the refusal
+    # arrives within the first MiB; over HTTP/1.1 nginx answers "100 Continue" itself, so
+    # the body flows until the answer is read: several MiB of socket buffers (README,
+    # "Refused uploads"), still far from the whole file.
+    most = {"--http1.1": 24 * MiB, "--http2": 1 * MiB}
+    refusals = [("403", f"alice may not write {bucket}/refused.bin"), ("413", "exceeds the limit of 50331648 bytes")]
+    for status_wanted, message in refusals:  # no rights; then rights, but over max_upload_bytes
+        for version in ("--http1.1", "--http2"):
+            refused = await run(
+                "curl", "-sSk", version, "-u", f"alice:{PASSWORD}", "-w", "\n%{response_code} %{size_upload}",
+                "-T", src, f"{gw.https}/files/{bucket}/refused.bin",
+            )  # fmt: skip
+            body, _, tail = refused.text.rpartition("\n")
+            status, sent = tail.split()
+            assert status == status_wanted, refused.text
+            assert message in body, body  # the gateway's message, not nginx's page
+            assert int(sent) <= most[version], f"{version}: {int(sent) / MiB:.1f} MiB sent before the {status}"
+        await gw.service.grant("alice", Rule.parse(f"{bucket}:write"))
     assert not await store.exists(bucket, "refused.bin")
 
 

@@ -134,7 +134,7 @@ async def start_gunicorn(
     with open(log, "wb") as out:
         proc = await asyncio.create_subprocess_exec(
             str(BIN / "gunicorn"), "s3gate.app:app_factory",
-            "--worker-class", "aiohttp.GunicornUVLoopWebWorker",  # as the README's command
+            "--worker-class", "aiohttp.GunicornWebWorker",
             "--bind", f"127.0.0.1:{port}",
             "--workers", str(workers),
             "--graceful-timeout", str(graceful_timeout),
@@ -403,7 +403,7 @@ async def test_s3gate_serve_as_run_sh_starts_it(processes, tmp_path):
     password = secret_file.read_text().strip()
     assert len(password) >= 16 and oct(secret_file.stat().st_mode & 0o777) == "0o600"
     assert password in first.log_tail()
-    assert worker_loops(first) and set(worker_loops(first)) == {"uvloop"}  # the default event_loop
+    assert worker_loops(first) and set(worker_loops(first)) == {"asyncio"}  # the default event_loop
     anon = await run("curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", first.url("/files/files/"))
     assert anon.text == "401"
     user = f"admin:{password}"
@@ -422,9 +422,9 @@ async def test_s3gate_serve_as_run_sh_starts_it(processes, tmp_path):
     # The data directory survives: a restart sees the file and the same admin,
     # and the password is not printed again.
     assert (data_dir / "embedded-s3.json").exists()
-    # ...and runs on the standard library's loop when event_loop says so.
-    second = await start_serve(processes, data_dir, port, tmp_path, "second", S3GATE_EVENT_LOOP="asyncio")
-    assert set(worker_loops(second)) == {"asyncio"}
+    # ...and runs on uvloop when event_loop says so.
+    second = await start_serve(processes, data_dir, port, tmp_path, "second", S3GATE_EVENT_LOOP="uvloop")
+    assert set(worker_loops(second)) == {"uvloop"}
     assert password not in second.log_tail()
     again = await run("curl", "-sS", "--fail", "-u", user, second.url("/files/files/hello.bin"))
     assert again.rc == 0 and sha256(again.out) == sha256(src.read_bytes())
