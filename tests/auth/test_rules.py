@@ -82,6 +82,12 @@ def test_listing_walks_down_to_a_granted_folder():
     # a folder with '..' in it may resolve anywhere on some stores: only a whole-bucket rule lists it
     assert not grants(rules, "list", "files", "docs/a/../../secret/")
     assert grants([R("files:list")], "list", "files", "docs/a/../../secret/")
+    # the walk-down is for listing only: every other action on a parent folder's key stays refused
+    everything_in_a = [R("files/docs/a:all")]
+    for action in ("read", "write", "delete"):
+        assert not grants(everything_in_a, action, "files", "docs/")
+        assert not grants(everything_in_a, action, "files", "")
+        assert grants(everything_in_a, action, "files", "docs/a/")
 
 
 async def test_revoking_a_right_the_user_lacks_names_the_rights_they_have(service):
