@@ -3,6 +3,7 @@
 import json
 import logging
 
+from s3gate import metrics
 from s3gate.auth.rules import Rule
 from s3gate.http.authn import COOKIE
 
@@ -98,11 +99,34 @@ def test_unknown_fields_are_dropped_not_logged(caplog):
     assert entry["dropped_fields"] == ["password"] and "hunter2" not in caplog.text
 
 
+async def test_only_the_locking_failure_is_a_lockout(make_client, caplog):
+    caplog.set_level(logging.INFO, logger="s3gate.audit")
+    client, service = await make_client(audit_log="-", login_delay=0, login_max_failures=2)
+    await service.add_user("alice", PASSWORD)
+    lockouts = metrics.REGISTRY.get_sample_value("s3gate_login_lockouts_total")
+    assert (await client.get("/files/files/a", headers=basic("alice", WRONG))).status == 401
+    events = [json.loads(r.getMessage())["event"] for r in caplog.records if r.name == "s3gate.audit"]
+    assert events == ["login_failed"]  # the first of two: no lockout yet
+    assert metrics.REGISTRY.get_sample_value("s3gate_login_lockouts_total") == lockouts
+    assert (await client.get("/files/files/a", headers=basic("alice", WRONG))).status == 401
+    events = [json.loads(r.getMessage())["event"] for r in caplog.records if r.name == "s3gate.audit"]
+    assert events[1:] == ["login_failed", "login_locked"]
+    assert metrics.REGISTRY.get_sample_value("s3gate_login_lockouts_total") == lockouts + 1
+
+
 async def test_lockouts_and_throttled_attempts_are_audited(make_client, caplog):
     caplog.set_level(logging.INFO, logger="s3gate.audit")
     client, service = await make_client(audit_log="-", login_max_failures=1)
     await service.add_user("alice", PASSWORD)
     assert (await client.get("/files/files/a", headers=basic("alice", WRONG))).status == 401
-    assert (await client.get("/files/files/a", headers=basic("alice", PASSWORD))).status == 429
-    events = [json.loads(r.getMessage())["event"] for r in caplog.records if r.name == "s3gate.audit"]
-    assert events[:3] == ["login_failed", "login_locked", "login_throttled"]
+    headers = {**basic("alice", PASSWORD), "X-Request-Id": "rid-429"}
+    assert (await client.get("/files/files/a", headers=headers)).status == 429
+    entries = [json.loads(r.getMessage()) for r in caplog.records if r.name == "s3gate.audit"]
+    assert [e["event"] for e in entries][:3] == ["login_failed", "login_locked", "login_throttled"]
+    fields = ("user", "remote", "request_id", "outcome")  # who, from where, which request, how it ended
+    assert [tuple(e.get(f) for f in fields) for e in entries[:3]] == [
+        ("alice", "127.0.0.1", "rid-test", "failed"),
+        ("alice", "127.0.0.1", "rid-test", "locked"),
+        ("alice", "127.0.0.1", "rid-429", "locked"),
+    ]
+    assert entries[0]["reason"] == "bad credentials"

@@ -29,6 +29,14 @@ def test_refusal_rules(method, headers, refused):
     assert bool(csrf.refusal(method, headers, {"files.example.org"})) is refused
 
 
+def test_origins_compare_by_host_and_port():
+    assert csrf.host_of("https://Files.Example.org:443") == "files.example.org"  # default ports dropped
+    assert csrf.host_of("http://[::1]:8080") == "[::1]:8080"
+    assert csrf.host_of("http://[2001:db8::1]:8080") != csrf.host_of("http://[::1]:8080")  # another site
+    assert csrf.host_of("http://") is None  # no host at all
+    assert csrf.refusal("POST", {"Origin": "http://"}, {"files.example.org"})  # refused, not a crash
+
+
 async def logged_in(make_client):
     client, service = await make_client()
     await service.add_user("alice", PASSWORD)

@@ -8,7 +8,7 @@ import argon2
 import pytest
 
 from s3gate.auth.config import check
-from s3gate.auth.passwords import PasswordRejected, Passwords
+from s3gate.auth.passwords import MAX_PASSWORD_LENGTH, PasswordRejected, Passwords
 from s3gate.auth.service import AuthService, InvalidCredentials
 from s3gate.errors import BadRequest
 
@@ -42,6 +42,22 @@ async def test_minimum_length_and_other_rules(service):
     p = Passwords(min_length=20)
     with pytest.raises(PasswordRejected):
         p.check_policy("x" * 19)
+
+
+async def test_the_longest_password_works_and_a_longer_one_is_just_wrong(service):
+    longest = "x" * MAX_PASSWORD_LENGTH
+    await service.add_user("alice", longest)
+    assert (await service.authenticate_password("alice", longest, "10.0.0.1")).name == "alice"
+    with pytest.raises(InvalidCredentials):  # a 401 like any wrong password, never a 500
+        await service.authenticate_password("alice", longest + "x", "10.0.0.2")
+
+
+async def test_a_damaged_stored_hash_lets_no_password_in(service):
+    user = await service.add_user("alice", PASSWORD)
+    for damaged in ("not an argon2 hash", "$argon2id$v=19$m=65536,t=3,p=4$garbage"):
+        await service.store.update_password(user.id, damaged, 0.0)  # a bad import, a damaged row
+        with pytest.raises(InvalidCredentials):
+            await service.authenticate_password("alice", PASSWORD, "10.0.0.3")
 
 
 async def test_unknown_user_and_wrong_password_are_the_same_answer(service, monkeypatch):

@@ -14,6 +14,7 @@ def test_prefix_without_slash_is_a_folder():
     assert normalize_prefix("docs") == "docs/"
     assert normalize_prefix("/docs/") == "docs/"
     assert normalize_prefix("") == ""
+    assert normalize_prefix("//Xrays") == "Xrays/"  # only slashes are stripped
     assert parse_target("files/docs") == ("files", "docs/")
     assert parse_target("files") == ("files", "")
     assert R("files/docs:read") == R("files/docs/:read")
@@ -25,10 +26,19 @@ def test_bad_targets_are_refused(bad):
         parse_target(bad)
 
 
+def test_rules_parse():
+    assert R("files/a:b:read") == Rule("files", "a:b/", frozenset({"read"}))  # the last ':' ends the target
+    assert str(R("files/docs:rwld")) == "files/docs/:all" and str(R("files:list,read")) == "files:read,list"
+    with pytest.raises(RuleError, match="expected BUCKET"):
+        R("files-read")
+
+
 def test_actions_parse():
     assert parse_actions("all") == {"read", "list", "write", "delete"}
     assert parse_actions("read,list") == {"read", "list"}
     assert parse_actions("rl") == {"read", "list"}
+    assert parse_actions("read+list") == {"read", "list"}
+    assert parse_actions("*") == parse_actions("rwld") == parse_actions("all")
     with pytest.raises(RuleError):
         parse_actions("read,fly")
     with pytest.raises(RuleError):
@@ -103,6 +113,26 @@ async def test_revoking_a_right_the_user_lacks_names_the_rights_they_have(servic
     assert await service.revoke("alice", R("files/docs:read")) is None  # its only action: the rule is gone
     await service.grant("alice", R("files/docs:read,list"))
     assert await service.revoke("alice", R("files/docs:read")) == R("files/docs:list")  # what is left
+
+
+async def test_the_public_pseudo_user_is_no_admin(service):
+    await service.grant("*", R("files/pub:read"))  # creates the '*' user that holds public rules
+    assert (await service.store.get_user("*")).admin is False
+
+
+async def test_a_public_grant_racing_another_worker(service, monkeypatch):
+    """Another worker created '*' between our lookup and our insert: ours fails, the lookup again finds it."""
+    await service.grant("*", R("files/pub:read"))
+    looked_up, real = [], service.store.get_user
+
+    async def missed_once(name):
+        looked_up.append(name)
+        return None if len(looked_up) == 1 else await real(name)
+
+    monkeypatch.setattr(service.store, "get_user", missed_once)
+    await service.grant("*", R("files/more:read"))
+    assert looked_up == ["*", "*"]
+    assert R("files/more:read") in await service.public_rules()
 
 
 def test_subset_for_token_scopes():

@@ -17,6 +17,7 @@ def test_delays_grow_then_lock():
     assert [cfg.wait(n, cfg.max_failures) for n in range(0, 8)] == [0, 1, 2, 4, 8, 16, 900, 900]
     assert ThrottleConfig(delay=10, max_failures=100).wait(10, 100) == 60  # capped
     assert ThrottleConfig(delay=0, max_failures=3).wait(2, 3) == 0
+    assert ThrottleConfig(delay=10, max_failures=100, lockout=30).wait(5, 100) == 30  # never over the lockout
 
 
 def test_address_keys():
@@ -106,6 +107,16 @@ async def test_a_verified_client_is_not_locked_out_by_an_attacker(make_client):
     assert (await get(client, "alice", PASSWORD, "192.0.2.10")).status == 200
 
 
+async def test_a_success_clears_the_users_count(make_client):
+    client, _ = await client_for(make_client, login_delay=0, login_max_failures=3, login_lockout=900)
+    for addr in ("198.51.100.1", "198.51.100.2"):
+        assert (await get(client, "alice", "wrong password", addr)).status == 401
+    assert (await get(client, "alice", PASSWORD, "198.51.100.3")).status == 200  # the count starts again
+    for addr in ("198.51.100.4", "198.51.100.5"):
+        assert (await get(client, "alice", "wrong password", addr)).status == 401
+    assert (await get(client, "alice", PASSWORD, "198.51.100.6")).status == 200  # two of three: not locked
+
+
 async def test_someone_elses_login_keeps_the_counts(make_client):
     """A new session purges what has expired, never failure counts still in their window."""
     client, service = await client_for(make_client, login_delay=0, login_max_failures=3, login_lockout=900)
@@ -118,6 +129,36 @@ async def test_someone_elses_login_keeps_the_counts(make_client):
     assert resp.status == 303  # alice (or the attacker's own account) signs in
     assert (await get(client, "bob", "wrong password", "198.51.100.9")).status == 401  # bob's third failure
     assert (await get(client, "bob", PASSWORD, "198.51.100.77")).status == 429  # locked out all the same
+
+
+async def test_without_the_cache_a_refused_attempt_is_not_an_address_failure(make_client):
+    """Only an address with a proof pays for attempts refused while the name is locked."""
+    client, service = await client_for(
+        make_client, login_delay=0, login_max_failures=1, login_max_failures_per_address=2, password_cache_ttl=0
+    )
+    await get(client, "alice", "wrong password", "198.51.100.1")  # alice is locked
+    for _ in range(2):
+        assert (await get(client, "alice", PASSWORD, "198.51.100.2")).status == 429
+    assert await service.unlock(name="alice")
+    assert (await get(client, "alice", PASSWORD, "198.51.100.2")).status == 200  # .2 was never counted
+
+
+async def test_a_proof_in_use_is_extended(make_client, clock):
+    """Used every 36 s, a 60 s proof lives on (extended once less than half of it is left)."""
+    client, _ = await client_for(make_client, login_delay=0, login_max_failures=1, password_cache_ttl=60)
+    assert (await get(client, "alice", PASSWORD, "192.0.2.10")).status == 200  # proven until 60
+    clock.advance(36)
+    assert (await get(client, "alice", PASSWORD, "192.0.2.10")).status == 200  # 24 s left: extended to 96
+    await get(client, "alice", "wrong password", "203.0.113.66")  # an attacker locks the name
+    clock.advance(36)
+    assert (await get(client, "alice", PASSWORD, "192.0.2.10")).status == 200  # still proven
+
+
+async def test_a_proven_password_is_still_a_password(make_client):
+    client, _ = await client_for(make_client, password_cache_ttl=60)
+    for _ in range(2):  # verified with argon2, then answered by the proof (what whoami and the audit log show)
+        resp = await client.get("/api/whoami", headers={**basic("alice", PASSWORD), XFF: "192.0.2.10"})
+        assert (await resp.json())["via"] == "password"
 
 
 async def test_unlock(make_client):

@@ -173,8 +173,11 @@ async def start_nginx(tmp_path):
 
 @pytest.fixture
 async def behind_nginx(start_gateway, start_nginx):
-    # Every test here uploads far less than max_upload_bytes, but for the refused one.
-    gateway = await start_gateway(trusted_proxies="127.0.0.1", auth=True, login_delay=0, max_upload_bytes=48 * MiB)
+    return await gateway_behind_nginx(start_gateway, start_nginx)
+
+
+async def gateway_behind_nginx(start_gateway, start_nginx, **settings):
+    gateway = await start_gateway(trusted_proxies="127.0.0.1", auth=True, login_delay=0, **settings)
     service = gateway.app[keys.AUTH]
     await service.add_user("alice", PASSWORD)
     nginx = await start_nginx(gateway.port)
@@ -291,8 +294,8 @@ async def test_https_links_and_secure_session_cookie(behind_nginx, bucket, store
     assert fields[0].startswith("#HttpOnly_") and fields[3] == "TRUE", cookie_lines[0]
 
 
-async def test_refused_upload_answered_by_the_gateway(behind_nginx, bucket, store, tmp_path):
-    gw = behind_nginx
+async def test_refused_upload_answered_by_the_gateway(start_gateway, start_nginx, bucket, store, tmp_path):
+    gw = await gateway_behind_nginx(start_gateway, start_nginx, max_upload_bytes=48 * MiB)
     await gw.service.grant("alice", Rule.parse(f"{bucket}:read"))  # no write
     src = tmp_path / "refused.bin"
     src.write_bytes(random_bytes(64 * MiB))
