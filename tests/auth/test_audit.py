@@ -130,3 +130,10 @@ async def test_lockouts_and_throttled_attempts_are_audited(make_client, caplog):
         ("alice", "127.0.0.1", "rid-429", "locked"),
     ]
     assert entries[0]["reason"] == "bad credentials"
+    await service.set_disabled("alice", True)
+    await service.unlock(name="alice")
+    headers = {**basic("alice", PASSWORD), "X-Request-Id": "rid-disabled"}
+    assert (await client.get("/files/files/a", headers=headers)).status == 401
+    entries = [json.loads(r.getMessage()) for r in caplog.records if r.name == "s3gate.audit"]
+    [disabled] = [e for e in entries if e.get("request_id") == "rid-disabled" and e["event"] == "login_failed"]
+    assert disabled["reason"] == "disabled"  # the right password of a disabled user

@@ -234,6 +234,20 @@ async def test_session_ids_are_stored_hashed(make_client, tmp_path):
         assert conn.execute("SELECT count(*) FROM sessions").fetchone()[0] == 1
 
 
+@pytest.mark.sqlite_only  # reads the SQLite file itself
+async def test_a_new_session_purges_expired_ones(make_client, tmp_path, clock):
+    import sqlite3
+
+    client, service = await make_client(session_ttl=3600)
+    await setup_alice(service)
+    await login(client)
+    clock.advance(3600)  # the first session has expired
+    client.session.cookie_jar.clear()  # another browser: the login does not end the old session itself
+    await login(client)
+    with sqlite3.connect(tmp_path / "data" / "users.db") as conn:
+        assert conn.execute("SELECT count(*) FROM sessions").fetchone()[0] == 1  # only the new one is kept
+
+
 async def test_garbage_cookie_is_just_anonymous(make_client):
     client, _ = await make_client()
     client.session.cookie_jar.update_cookies({COOKIE: "forged"})
