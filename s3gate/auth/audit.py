@@ -7,8 +7,8 @@ here (tokens appear by their public id, sessions not at all).
 
 The destination is the ``audit_log`` setting: a file (default
 ``<data_dir>/audit.log``, created mode 0600, appended to by every worker) or
-``-`` for the main log on standard error. File writes happen on a listener
-thread, never on the event loop.
+``-`` for the main log on standard error. File writes happen on a writer
+thread, never on the event loop, a batch of lines per write when busy.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import logging.handlers
+import os
 import queue
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -56,13 +57,81 @@ def record(event: str, **fields: Any) -> None:
     log.info(json.dumps(entry, ensure_ascii=False, separators=(",", ":")))
 
 
+class _Enqueue(logging.Handler):
+    """On the event loop: hand the line (the record's message, already JSON) to the writer thread."""
+
+    def __init__(self, lines: queue.SimpleQueue):
+        super().__init__()
+        self.lines = lines
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.lines.put(record.getMessage())
+        except Exception:
+            self.handleError(record)
+
+
+class _AuditFile:
+    """The writer thread: appends queued lines to the file, many per write() when busy.
+
+    Like logging's WatchedFileHandler it follows logrotate's moves (a new
+    file, created private, when the path no longer names the open one), but
+    it looks at the path and flushes once per batch instead of once per line:
+    under load one system call carries every line that queued meanwhile.
+    """
+
+    MAX_BATCH = 1000
+
+    def __init__(self, path: Path, lines: queue.SimpleQueue):
+        self.path, self.lines = path, lines
+        self._file = self._open()
+        self.thread = threading.Thread(target=self._run, name="s3gate-audit", daemon=True)
+
+    def _open(self):
+        ensure_private_file(self.path)
+        return open(self.path, "a", encoding="utf-8")
+
+    def _reopen_if_moved(self) -> None:
+        try:
+            moved = not os.path.samestat(os.stat(self.path), os.fstat(self._file.fileno()))
+        except FileNotFoundError:
+            moved = True
+        if moved:
+            self._file.close()
+            self._file = self._open()
+
+    def _run(self) -> None:
+        done = False
+        while not done:
+            batch = [self.lines.get()]
+            while len(batch) < self.MAX_BATCH:
+                try:
+                    batch.append(self.lines.get_nowait())
+                except queue.Empty:
+                    break
+            if any(line is _STOP for line in batch):
+                batch = batch[: next(i for i, line in enumerate(batch) if line is _STOP)]
+                done = True
+            if batch:
+                try:
+                    self._reopen_if_moved()
+                    self._file.write("\n".join(batch) + "\n")
+                    self._file.flush()
+                except OSError as exc:  # a full disk must not take the gateway down; say so once a batch
+                    logging.getLogger("s3gate").error("audit log %s: %s (%d lines lost)", self.path, exc, len(batch))
+        self._file.close()
+
+
+_STOP = object()  # queued last by AuditSink.stop: the writer writes what came before, then ends
+
+
 class AuditSink:
     """Owns the audit handler for one app's lifetime (started and stopped in cleanup_ctx)."""
 
     def __init__(self, destination: str, data_dir: str):
         self.destination = destination
         self.data_dir = data_dir
-        self._listener: logging.handlers.QueueListener | None = None
+        self._writer: _AuditFile | None = None
         self._handler: logging.Handler | None = None
         self._saved: tuple[int, bool] | None = None
 
@@ -79,13 +148,10 @@ class AuditSink:
         path = self.path
         if path is None:
             return  # propagate to the main log (standard error)
-        ensure_private_file(path)
-        target = logging.handlers.WatchedFileHandler(path, encoding="utf-8")  # follows logrotate's moves
-        target.setFormatter(logging.Formatter("%(message)s"))
-        q: queue.SimpleQueue = queue.SimpleQueue()
-        self._handler = logging.handlers.QueueHandler(q)
-        self._listener = logging.handlers.QueueListener(q, target)
-        self._listener.start()
+        lines: queue.SimpleQueue = queue.SimpleQueue()
+        self._writer = _AuditFile(path, lines)
+        self._writer.thread.start()
+        self._handler = _Enqueue(lines)
         log.addHandler(self._handler)
         log.propagate = False
 
@@ -93,11 +159,10 @@ class AuditSink:
         if self._handler is not None:
             log.removeHandler(self._handler)
             self._handler = None
-        if self._listener is not None:
-            self._listener.stop()
-            for h in self._listener.handlers:
-                h.close()
-            self._listener = None
+        if self._writer is not None:
+            self._writer.lines.put(_STOP)
+            self._writer.thread.join()
+            self._writer = None
         if self._saved is not None:
             log.setLevel(self._saved[0])
             log.propagate = self._saved[1]

@@ -137,3 +137,36 @@ async def test_lockouts_and_throttled_attempts_are_audited(make_client, caplog):
     entries = [json.loads(r.getMessage()) for r in caplog.records if r.name == "s3gate.audit"]
     [disabled] = [e for e in entries if e.get("request_id") == "rid-disabled" and e["event"] == "login_failed"]
     assert disabled["reason"] == "disabled"  # the right password of a disabled user
+
+
+def test_the_audit_file_follows_logrotate_and_loses_no_line_at_stop(tmp_path):
+    """logrotate moves the file away: the next lines go to a new, private file at the same path;
+    stopping writes every line queued before it, in order, one JSON object per line."""
+    import os
+
+    from s3gate.auth import audit
+
+    sink = audit.AuditSink("audit.log", str(tmp_path))
+    sink.start()
+    try:
+        audit.record("login", user="alice", outcome="ok", request_id="before-rotation")
+        path = tmp_path / "audit.log"
+        for _ in range(200):  # the writer thread's first batch
+            if path.exists() and "before-rotation" in path.read_text():
+                break
+            import time
+
+            time.sleep(0.01)
+        os.rename(path, tmp_path / "audit.log.1")
+        for n in range(5000):
+            audit.record("download", user="alice", outcome="ok", status=200, request_id=f"r{n}")
+    finally:
+        sink.stop()
+    import threading
+
+    assert not [t for t in threading.enumerate() if t.name == "s3gate-audit"]  # stop() waited for the writer
+    old = [json.loads(line) for line in (tmp_path / "audit.log.1").read_text().splitlines()]
+    new = [json.loads(line) for line in (tmp_path / "audit.log").read_text().splitlines()]
+    assert [e["request_id"] for e in old] == ["before-rotation"]
+    assert [e["request_id"] for e in new] == [f"r{n}" for n in range(5000)]
+    assert (tmp_path / "audit.log").stat().st_mode & 0o777 == 0o600
