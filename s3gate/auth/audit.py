@@ -89,7 +89,14 @@ class _AuditFile:
 
     def _open(self):
         ensure_private_file(self.path)
-        return open(self.path, "a", encoding="utf-8")
+        # Unbuffered O_APPEND: each batch is one write() of whole lines, so the batches of
+        # several workers appending to one file never split each other's lines.
+        return open(self.path, "ab", buffering=0)
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[self._file.write(view) :]
 
     def _reopen_if_moved(self) -> None:
         try:
@@ -115,9 +122,8 @@ class _AuditFile:
             if batch:
                 try:
                     self._reopen_if_moved()
-                    self._file.write("\n".join(batch) + "\n")
-                    self._file.flush()
-                except OSError as exc:  # a full disk must not take the gateway down; say so once a batch
+                    self._write(("\n".join(batch) + "\n").encode("utf-8", "backslashreplace"))
+                except Exception as exc:  # a full disk must not end the thread or the gateway; say so once a batch
                     logging.getLogger("s3gate").error("audit log %s: %s (%d lines lost)", self.path, exc, len(batch))
         self._file.close()
 

@@ -170,3 +170,19 @@ def test_the_audit_file_follows_logrotate_and_loses_no_line_at_stop(tmp_path):
     assert [e["request_id"] for e in old] == ["before-rotation"]
     assert [e["request_id"] for e in new] == [f"r{n}" for n in range(5000)]
     assert (tmp_path / "audit.log").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_line_no_encoding_can_write_is_escaped_not_lost(tmp_path):
+    """A key decoded from a URL may hold a lone surrogate; its line is written escaped, and so
+    is every line after it."""
+    from s3gate.auth import audit
+
+    sink = audit.AuditSink("audit.log", str(tmp_path))
+    sink.start()
+    try:
+        audit.record("download", user="alice", key="bad-\ud800-name", outcome="ok")
+        audit.record("download", user="alice", key="after", outcome="ok")
+    finally:
+        sink.stop()
+    lines = (tmp_path / "audit.log").read_text().splitlines()
+    assert len(lines) == 2 and "bad-" in lines[0] and json.loads(lines[1])["key"] == "after", lines
