@@ -3,8 +3,8 @@
 - ``PROCS``: every process a bench starts, each in a session of its own, stopped
   by process group (``PROCS.stop_all()`` at exit, also on Ctrl-C).
 - ``start_store``: the embedded SeaweedFS (``s3gate.embedded.SeaweedFS``, the
-  class ``s3gate serve`` uses) with fresh random credentials; ``vacuum`` and
-  ``remove_sockets`` for it.
+  class ``s3gate serve`` uses, whose stop() also removes the sockets weed leaves
+  in /tmp) with fresh random credentials; ``vacuum`` for it.
 - ``Gateway``: gunicorn exactly as ``s3gate serve`` starts it
   (``s3gate.launcher.gunicorn_argv``, the metrics directory it prepares), auth
   off or on with an API token made by s3gate's own CLI (``make_token``).
@@ -29,7 +29,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
@@ -170,12 +169,6 @@ def start_store(root: Path, buckets: tuple[str, ...] = (BUCKET,)) -> SeaweedFS:
     return store.start()
 
 
-def store_ports(store: SeaweedFS) -> set[int]:
-    """Every port of the store, gRPC twins (+10000) included."""
-    ports = {store.s3_port, *(store._ports or ())}
-    return ports | {p + 10000 for p in ports}
-
-
 def vacuum(store: SeaweedFS, timeout: float = 30) -> None:
     """Reclaim the space of deleted objects (weed shell from the data dir: its security.toml has the gRPC keys).
 
@@ -196,16 +189,6 @@ def vacuum(store: SeaweedFS, timeout: float = 30) -> None:
         log(f"  vacuum did not finish within {timeout:.0f}s (the store's admin lock busy?); going on")
     except OSError as exc:
         log(f"  vacuum failed: {exc}")
-
-
-def remove_sockets(store: SeaweedFS, since: float) -> None:
-    """weed mini leaves /tmp/seaweedfs-*-grpc-PORT.sock behind: remove the ones of this store's ports."""
-    ports = store_ports(store)
-    for path in Path(tempfile.gettempdir()).glob("seaweedfs-*.sock"):
-        m = re.fullmatch(r"seaweedfs-.*-(\d+)\.sock", path.name)
-        with contextlib.suppress(OSError):
-            if m and int(m.group(1)) in ports and path.lstat().st_mtime >= since - 1:
-                path.unlink()
 
 
 # ---------------------------------------------------------------- the gateway

@@ -27,6 +27,7 @@ tests/integration/test_embedded_ports.py tries every port the process listens on
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -35,6 +36,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -327,14 +329,30 @@ class SeaweedFS:
 
     def stop(self, timeout: float = 15.0) -> None:
         proc, self.process = self.process, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc is not None:
+            self.remove_sockets()
+
+    def remove_sockets(self) -> None:
+        """Remove the /tmp/seaweedfs-*-grpc-PORT.sock files of this store's ports.
+
+        weed mini leaves some behind even after a clean stop (the S3 and admin
+        ones), and all of them when killed: without this every start would add
+        to /tmp. Only names carrying one of our ports, so another store's stay.
+        """
+        ports = {self.s3_port, *(self._ports or ())}
+        ports |= {p + 10000 for p in ports}
+        for path in Path(tempfile.gettempdir()).glob("seaweedfs-*-grpc-*.sock"):
+            number = path.name.rsplit("-", 1)[-1].removesuffix(".sock")
+            if number.isdigit() and int(number) in ports:
+                with contextlib.suppress(OSError):
+                    path.unlink()
 
     def __enter__(self) -> SeaweedFS:
         return self.start() if self.process is None else self

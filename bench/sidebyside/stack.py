@@ -35,7 +35,6 @@ from bench.common import (
     free_port,
     log,
     proc_tree,
-    remove_sockets,
     start_store,
     vacuum,
     wait_port,
@@ -138,10 +137,9 @@ class Stack:
         return body.count(b"<Upload>")
 
     def stop(self) -> None:
-        """After PROCS.stop_all(): the store last, and the sockets it leaves in /tmp."""
+        """After PROCS.stop_all(): the store last (its stop() removes the sockets weed leaves in /tmp)."""
         if self.store is not None:
             self.store.stop(timeout=10)
-            remove_sockets(self.store, self.started)
 
     # -- nginx
     def start_nginx(self) -> None:

@@ -8,7 +8,7 @@ import argon2
 import pytest
 
 from s3gate.auth.config import check
-from s3gate.auth.passwords import MAX_PASSWORD_LENGTH, PasswordRejected, Passwords
+from s3gate.auth.passwords import MAX_PASSWORD_LENGTH, HashQueueFull, PasswordRejected, Passwords
 from s3gate.auth.service import AuthService, InvalidCredentials
 from s3gate.errors import BadRequest
 
@@ -42,6 +42,10 @@ async def test_minimum_length_and_other_rules(service):
     p = Passwords(min_length=20)
     with pytest.raises(PasswordRejected):
         p.check_policy("x" * 19)
+    p.check_policy("x" * 20)  # exactly the minimum is enough
+    await service.add_user("bob", None)  # no password at all: tokens only
+    with pytest.raises(InvalidCredentials):
+        await service.authenticate_password("bob", PASSWORD, "10.0.0.4")
 
 
 async def test_the_longest_password_works_and_a_longer_one_is_just_wrong(service):
@@ -113,6 +117,18 @@ async def test_old_parameters_are_upgraded_at_login(service):
     await service.authenticate_password("alice", PASSWORD, "10.0.0.1")
     new = (await service.store.get_user_by_id(user.id)).password_hash
     assert new != old and not FAST_HASHER.check_needs_rehash(new)
+
+
+async def test_a_busy_hash_queue_postpones_the_upgrade(service, monkeypatch):
+    old = argon2.PasswordHasher(time_cost=1, memory_cost=512, parallelism=1).hash(PASSWORD)
+    user = await service.store.create_user("alice", old, False, 0)
+
+    async def queue_full(password):
+        raise HashQueueFull()
+
+    monkeypatch.setattr(service.passwords, "rehash", queue_full)
+    assert (await service.authenticate_password("alice", PASSWORD, "10.0.0.1")).name == "alice"  # still signed in
+    assert (await service.store.get_user_by_id(user.id)).password_hash == old  # upgraded at a later login
 
 
 async def test_password_change_invalidates_the_verified_cache(service):

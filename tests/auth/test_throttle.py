@@ -25,6 +25,7 @@ def test_address_keys():
     assert address_key("2001:db8::1") == address_key("2001:db8::ffff:1") == "addr:2001:db8::/64"
     assert address_key("::ffff:203.0.113.9") == "addr:203.0.113.9"
     assert address_key(None) == "addr:unknown"
+    assert address_key("proxy.sock") == "addr:proxy.sock"  # not an IP address: counted as it is
 
 
 async def client_for(make_client, **settings):

@@ -259,3 +259,28 @@ def test_only_the_s3_api_with_credentials_serves_objects(weed):
     s3.delete_object(Bucket=BUCKET, Key="docs/big.bin")
     with pytest.raises(botocore.exceptions.ClientError):
         s3.head_object(Bucket=BUCKET, Key="docs/big.bin")
+
+
+def test_stop_leaves_no_socket_in_tmp(tmp_path):
+    """weed mini leaves some of its /tmp/seaweedfs-*-grpc-PORT.sock files after a clean stop, and all of
+    them when killed: stop() removes this store's, so restarts do not fill /tmp."""
+    import glob
+    import signal
+
+    from s3gate.embedded import Credentials, SeaweedFS
+
+    def ours(store: SeaweedFS) -> set[str]:
+        ports = {store.s3_port, *(store._ports or ())}
+        ports |= {p + 10000 for p in ports}
+        return {p for p in glob.glob("/tmp/seaweedfs-*-grpc-*.sock") if int(p.rsplit("-", 1)[1][:-5]) in ports}
+
+    store = SeaweedFS(tmp_path, credentials=Credentials("k", "s0123456789abcdef"), buckets=("bkt",)).start()
+    assert ours(store)  # weed made some (else this test proves nothing)
+    store.stop()
+    assert not ours(store)
+    store.start()  # again on the same ports; then killed outright
+    assert ours(store)
+    store.process.send_signal(signal.SIGKILL)
+    store.process.wait()
+    store.stop()
+    assert not ours(store)
