@@ -76,6 +76,10 @@ class Passwords:
             raise PasswordRejected(f"password too long: at most {MAX_PASSWORD_LENGTH} characters")
         if password != password.strip():
             raise PasswordRejected("password may not start or end with whitespace")
+        try:
+            password.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate ("\ud800" in JSON): not text
+            raise PasswordRejected("password must be valid Unicode text") from None
 
     async def hash(self, password: str) -> str:
         """Check the policy and return an argon2id hash (the only form stored)."""
@@ -121,8 +125,11 @@ class Passwords:
         return ok and bool(stored)
 
     def _verify(self, stored: str, password: str) -> bool:
+        # Bytes, so a lone surrogate (JSON can send one) is a wrong password, not an exception:
+        # its bytes are not UTF-8, so they equal no stored password's.
+        secret = password.encode("utf-8", "surrogatepass")
         try:
-            return self.hasher.verify(stored, password)
+            return self.hasher.verify(stored, secret)
         except VerifyMismatchError:
             return False
         except (InvalidHashError, VerificationError):

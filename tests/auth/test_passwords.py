@@ -176,3 +176,11 @@ async def test_hashing_and_the_database_never_run_on_the_event_loop(tmp_path):
     kinds = {kind for kind, _ in seen}
     assert kinds == {"hash", "verify", "sql"}
     assert [entry for entry in seen if entry[1]] == []
+
+
+async def test_a_password_that_is_not_text_is_refused_not_a_crash(service):
+    """A lone surrogate (JSON's "\\ud800") cannot be hashed as UTF-8: setting it is a 400."""
+    await service.add_user("alice", PASSWORD)
+    with pytest.raises(BadRequest, match="valid Unicode"):
+        await service.set_password("alice", "\ud800" + PASSWORD)
+

@@ -149,6 +149,10 @@ async def test_json_login_and_logout(make_client):
     assert (await client.get("/files/files/docs/a")).status == 401
     resp = await client.post("/login", json={"username": "alice", "password": "nope nope nope"})
     assert resp.status == 401 and (await resp.json())["error"] == "unauthorized"
+    # JSON can carry a lone surrogate, which is not text: a wrong password, not a 500.
+    raw = '{"username": "alice", "password": "\\ud800 nope"}'
+    resp = await client.post("/login", data=raw, headers={"Content-Type": "application/json"})
+    assert resp.status == 401 and (await resp.json())["error"] == "unauthorized"
 
 
 async def test_logout_ends_the_session_on_the_server(make_client):
