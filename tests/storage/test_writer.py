@@ -46,6 +46,16 @@ async def feed(w, total, chunk=256 * 1024):
     return digest.hexdigest()
 
 
+async def as_a_handler(w, size, *, finish=True):
+    """Feed the writer as the upload handler does: any failure or cancel aborts the upload."""
+    try:
+        await feed(w, size)
+        return await w.finish() if finish else None
+    except BaseException:
+        await w.abort()
+        raise
+
+
 def test_part_size_grows_for_huge_bodies():
     assert part_size_for(None, 8 * MiB) == 8 * MiB
     assert part_size_for(10 * 1024**3, 8 * MiB) == 8 * MiB
@@ -137,15 +147,7 @@ async def test_cancelled_upload_is_aborted(storage, bucket, s3, cancel_at):
     budget = CancelOnGrant(64 * MiB, cancel_at)
     w = writer(storage, budget, bucket)
 
-    async def upload():
-        try:
-            await feed(w, 11 * MiB)
-            await w.finish()
-        except asyncio.CancelledError:
-            await w.abort()
-            raise
-
-    budget.task = asyncio.create_task(upload())
+    budget.task = asyncio.create_task(as_a_handler(w, 11 * MiB))
     with pytest.raises(asyncio.CancelledError):
         await budget.task
     assert budget.grants == cancel_at and w.size == (cancel_at - 1) * 5 * MiB
@@ -199,15 +201,7 @@ async def test_cancelled_as_the_object_is_stored_knows_it_exists(storage, bucket
     spy = Recording(storage, cancel_after=completing_call)
     w = writer(spy, budget, bucket)
 
-    async def upload():
-        try:
-            await feed(w, size)
-            return await w.finish()
-        except asyncio.CancelledError:
-            await w.abort()  # as the upload handler does
-            raise
-
-    spy.task = asyncio.create_task(upload())
+    spy.task = asyncio.create_task(as_a_handler(w, size))
     with pytest.raises(asyncio.CancelledError):
         await spy.task
     # the handler reports what was stored (uploads._pump at shutdown), and nothing undoes it
@@ -224,14 +218,7 @@ async def test_cancelled_as_the_upload_opens_aborts_it(storage, bucket, s3):
     spy = Recording(storage, cancel_after="create_multipart")
     w = writer(spy, budget, bucket)
 
-    async def upload():
-        try:
-            await feed(w, 6 * MiB)
-        except asyncio.CancelledError:
-            await w.abort()
-            raise
-
-    spy.task = asyncio.create_task(upload())
+    spy.task = asyncio.create_task(as_a_handler(w, 6 * MiB, finish=False))
     with pytest.raises(asyncio.CancelledError):
         await spy.task
     # S3 opened the upload as we were cancelled: the writer knew its id and aborted it
@@ -245,14 +232,7 @@ async def test_cancelled_while_the_upload_fails_to_open_ends_cancelled(storage, 
     spy = Recording(storage, cancel_after="create_multipart", fail="create_multipart")
     w = writer(spy, budget, bucket)
 
-    async def upload():
-        try:
-            await feed(w, 6 * MiB)
-        except BaseException:
-            await w.abort()
-            raise
-
-    spy.task = asyncio.create_task(upload())
+    spy.task = asyncio.create_task(as_a_handler(w, 6 * MiB, finish=False))
     with pytest.raises(asyncio.CancelledError):
         await spy.task
     assert w.upload_id is None and open_uploads(s3, bucket) == [] and budget.used == 0
