@@ -419,9 +419,7 @@ async def test_a_slow_part_does_not_hold_back_the_next():
     """parts_in_flight=2: once part 1 is back, part 3 goes out while part 2 is still on its way."""
     budget = MemoryBudget(64 * MiB)
     storage = OnePartStuck()
-    w = ObjectWriter(
-        storage, budget, "b", "k", part_size=5 * MiB, parts_in_flight=2, limit=1 << 40, content_type="x"
-    )  # fmt: skip
+    w = writer(storage, budget, "b", "k")
     upload = asyncio.create_task(feed(w, 16 * MiB))
     await asyncio.wait_for(storage.part_3_sent.wait(), 30)  # hangs (fails) if the writer waits for part 2
     storage.release.set()
@@ -489,9 +487,7 @@ async def test_abort_waits_for_the_parts_in_flight():
     """S3 may keep a part that lands after the abort: abort only once no part request is left."""
     budget = MemoryBudget(64 * MiB)
     storage = StuckParts()
-    w = ObjectWriter(
-        storage, budget, "b", "k", part_size=5 * MiB, parts_in_flight=2, limit=1 << 40, content_type="x"
-    )  # fmt: skip
+    w = writer(storage, budget, "b", "k")
     await feed(w, 11 * MiB)  # parts 1 and 2 in flight, part 3 filling
     await asyncio.wait_for(storage.both_in.wait(), 30)
     await w.abort()
