@@ -110,15 +110,19 @@ class _AuditFile:
     def _run(self) -> None:
         done = False
         while not done:
-            batch = [self.lines.get()]
-            while len(batch) < self.MAX_BATCH:
+            batch: list[str] = []
+            line = self.lines.get()  # wait for one, then take whatever queued meanwhile
+            while True:
+                if line is _STOP:
+                    done = True
+                    break
+                batch.append(line)
+                if len(batch) == self.MAX_BATCH:
+                    break
                 try:
-                    batch.append(self.lines.get_nowait())
+                    line = self.lines.get_nowait()
                 except queue.Empty:
                     break
-            if any(line is _STOP for line in batch):
-                batch = batch[: next(i for i, line in enumerate(batch) if line is _STOP)]
-                done = True
             if batch:
                 try:
                     self._reopen_if_moved()

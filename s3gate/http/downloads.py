@@ -283,7 +283,7 @@ async def _relay(request: web.Request, response: web.StreamResponse, download: D
     chunk = request.app[keys.SETTINGS].download_chunk
     bucket, key = request.match_info.get("bucket", ""), download.info.key
     if response.content_length is not None and response.content_length <= chunk:
-        return await _send_whole(request, response, download)
+        return await _send_whole(request, response, download, bucket)
     async with download.body as body:
         await response.prepare(request)
         pieces = body.iter_chunks(chunk)
@@ -306,7 +306,9 @@ async def _relay(request: web.Request, response: web.StreamResponse, download: D
     return response
 
 
-async def _send_whole(request: web.Request, response: web.StreamResponse, download: Download) -> web.Response:
+async def _send_whole(
+    request: web.Request, response: web.StreamResponse, download: Download, bucket: str
+) -> web.Response:
     """A body of at most one chunk (already reserved): read it, then send head and body in one write.
 
     Half the system calls of streaming a small object, and a store that fails
@@ -316,7 +318,7 @@ async def _send_whole(request: web.Request, response: web.StreamResponse, downlo
         try:
             data = await body.read()
         except Exception as exc:  # aiohttp/botocore read errors, timeouts
-            log.warning("download of %s/%s failed: %s", request.match_info.get("bucket", ""), download.info.key, exc)
+            log.warning("download of %s/%s failed: %s", bucket, download.info.key, exc)
             raise StorageError("the store failed while sending the object") from None
     if len(data) != response.content_length:
         raise StorageError("the store sent a body of the wrong length")

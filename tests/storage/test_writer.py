@@ -4,6 +4,7 @@ import asyncio
 import base64
 import hashlib
 import logging
+import os
 import pickle
 import threading
 import zlib
@@ -552,22 +553,15 @@ async def test_a_crowd_larger_than_the_budget_completes_within_it():
 async def test_every_part_carries_the_standard_crc32(storage, bucket, s3):
     """The CRC-32 sent with a single PUT and with each part (S3 verifies it against the bytes) is
     the standard one, zlib's, over exactly that part's bytes."""
-    import base64
-    import os
-    import zlib
-
-    def crc(data) -> str:
-        return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
-
     sent: list[tuple[str, str]] = []  # (checksum sent, checksum of the bytes sent)
     real_put, real_part = storage.put, storage.upload_part
 
     async def put(bucket_, key, data, *, checksum_crc32, **kw):
-        sent.append((checksum_crc32, crc(bytes(data))))
+        sent.append((checksum_crc32, crc32_b64(bytes(data))))
         return await real_put(bucket_, key, data, checksum_crc32=checksum_crc32, **kw)
 
     async def upload_part(bucket_, key, upload_id, number, data, crc32):
-        sent.append((crc32, crc(bytes(data))))
+        sent.append((crc32, crc32_b64(bytes(data))))
         return await real_part(bucket_, key, upload_id, number, data, crc32)
 
     storage.put, storage.upload_part = put, upload_part
