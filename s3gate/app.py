@@ -131,17 +131,7 @@ async def app_factory() -> web.AppRunner:
     Returns a runner so the worker uses our shutdown_timeout (kept below
     gunicorn's graceful timeout, so aborts finish before the worker is killed).
     """
-    try:
-        settings = settings_mod.load()
-    except ConfigError as exc:
-        _refuse_to_boot(f"configuration error: {exc}")
-    if settings.embedded:
-        # Only `s3gate serve` starts the embedded SeaweedFS (and hands its endpoint to
-        # gunicorn); a bare gunicorn without an endpoint would answer every request 502.
-        _refuse_to_boot(
-            "no S3 store: set S3GATE_S3_ENDPOINT (and S3GATE_S3_ACCESS_KEY, S3GATE_S3_SECRET_KEY), "
-            "or run `s3gate serve` (./run.sh), which starts the embedded one"
-        )
+    settings = bootable_settings()
     configure_logging(settings)
     _warn_if_no_users(settings)
     pin_mmap_threshold()
@@ -162,6 +152,26 @@ def _warn_if_no_users(settings: Settings) -> None:
             users.resolve(),
             Path(settings.data_dir).resolve(),
         )
+
+
+def bootable_settings() -> Settings:
+    """The settings a worker can boot with, or one line on standard error and exit 3.
+
+    Called by every worker (app_factory) and, with s3gate.gunicorn_conf, once by
+    gunicorn's arbiter before it forks any.
+    """
+    try:
+        settings = settings_mod.load()
+    except ConfigError as exc:
+        _refuse_to_boot(f"configuration error: {exc}")
+    if settings.embedded:
+        # Only `s3gate serve` starts the embedded SeaweedFS (and hands its endpoint to
+        # gunicorn); a bare gunicorn without an endpoint would answer every request 502.
+        _refuse_to_boot(
+            "no S3 store: set S3GATE_S3_ENDPOINT (and S3GATE_S3_ACCESS_KEY, S3GATE_S3_SECRET_KEY), "
+            "or run `s3gate serve` (./run.sh), which starts the embedded one"
+        )
+    return settings
 
 
 def _refuse_to_boot(reason: str) -> NoReturn:

@@ -14,6 +14,15 @@ from gunicorn import glogging
 from .logformat import JsonFormatter
 
 
+def on_starting(server) -> None:
+    """In the arbiter, before it binds or forks: settings no worker could boot with stop it here,
+    with the one line and exit 3. (Left to the workers, each fails alone, and gunicorn 27 prints a
+    traceback when two fail at the same moment.)"""
+    from .app import bootable_settings
+
+    bootable_settings()
+
+
 def child_exit(server, worker) -> None:
     """In the arbiter, once a worker has exited (a crash or SIGKILL too): drop its live gauges.
 

@@ -194,4 +194,6 @@ def test_gunicorn_without_a_store_stops_with_one_line(seaweed, tmp_path):
     assert rc != 0, text
     assert "s3gate: no S3 store: set S3GATE_S3_ENDPOINT" in text, text
     assert "Traceback" not in text, text
+    # Refused by the arbiter before any worker (workers failing together can make gunicorn print a traceback).
+    assert "Booting worker" not in text and text.count("s3gate: no S3 store") == 1, text
     assert not (tmp_path / "data").exists()
