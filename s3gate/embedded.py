@@ -77,10 +77,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# Starts of weed tried when a port it was given is taken before it binds it.
+PORT_ATTEMPTS = 3
+
+
+def _port_window() -> tuple[int, int]:
+    """Where _low_port draws from: below the kernel's ephemeral range if it can.
+
+    A port of that range can be handed to any outgoing connection (or to a
+    `bind(0)`) between our check and weed's bind, and weed mini then exits
+    ("Port allocation failed"); below it only an explicit bind can take it.
+    """
+    try:
+        first = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        first = 32768  # Linux's default
+    if first - 10000 - 10000 >= 4000:
+        return 10000, first - 10000  # the port and its +10000 twin below `first`
+    return 20000, 55000
+
+
 def _low_port() -> int:
-    # Ports whose +10000 twin exists: bind in the 20000-55000 window.
+    """A free port whose gRPC twin (+10000) is free too."""
+    low, high = _port_window()
     for _ in range(500):
-        port = secrets.randbelow(35000) + 20000
+        port = low + secrets.randbelow(high - low)
         if _port_free(port) and _port_free(port + 10000):
             return port
     raise RuntimeError("no free port pair found")
@@ -216,7 +237,8 @@ class SeaweedFS:
         for bucket in self.buckets:
             check_bucket(bucket)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        if not self.s3_port:
+        pick_s3_port = not self.s3_port
+        if pick_s3_port:
             self.s3_port = _low_port()
         elif not _port_free(self.s3_port) or not _port_free(self.s3_port + 10000):
             raise RuntimeError(
@@ -231,19 +253,43 @@ class SeaweedFS:
         # filer.toml's max_file_name_length (255 by default) caps each '/'-separated
         # segment of a key; S3 allows one segment to be the whole 1,024-byte key.
         env["WEED_FILER_OPTIONS_MAX_FILE_NAME_LENGTH"] = str(MAX_KEY_BYTES)
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            self.command(),
-            cwd=self.data_dir,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # Ctrl-C goes to our launcher, which stops us last
-        )
-        log.close()
-        self._wait_ready(timeout)
-        return self
+        attempts = PORT_ATTEMPTS
+        while True:
+            log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
+            self._spawn(env)
+            try:
+                self._wait_ready(timeout)
+                return self
+            except RuntimeError:
+                # A port checked free can still be taken before weed binds it; weed
+                # then exits at once. Only ports picked here are picked again (an
+                # S3 port the operator set, or one already handed out, stays).
+                attempts -= 1
+                if not attempts or not self._lost_a_port(log_start):
+                    raise
+                self._ports = None
+                if pick_s3_port:
+                    self.s3_port = _low_port()
+
+    def _spawn(self, env: dict[str, str]) -> None:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                self.command(),
+                cwd=self.data_dir,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # Ctrl-C goes to our launcher, which stops us last
+            )
+
+    def _lost_a_port(self, log_start: int) -> bool:
+        """Whether weed exited because one of its ports was taken (its log since log_start)."""
+        if self.process is None or self.process.poll() is None:
+            return False
+        with open(self.log_path, "rb") as log:
+            log.seek(log_start)
+            return b"Port allocation failed" in log.read()
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -5,7 +5,7 @@ import time
 
 import psutil
 
-from s3gate.embedded import _port_free
+from s3gate.embedded import _low_port, _port_free
 
 
 def _time_wait_on(port: int) -> bool:
@@ -41,3 +41,15 @@ def test_a_listening_port_is_busy():
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         assert not _port_free(listener.getsockname()[1])
+
+
+def test_store_ports_come_from_below_the_ephemeral_range():
+    """Any outgoing connection (or bind to port 0) may be handed a port of the kernel's
+    ephemeral range between our check and weed's bind, and weed mini then exits: the
+    store's ports and their gRPC twins are drawn from below it."""
+    first = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    assert first >= 24000, "this machine's ephemeral range leaves no room below it"
+    ports = {_low_port() for _ in range(200)}
+    assert max(ports) + 10000 < first
+    assert min(ports) >= 1024
+    assert len(ports) > 150  # drawn at random, not one fixed port

@@ -158,9 +158,7 @@ def weed_shell(weed: SeaweedFS, command: str, cwd: Path) -> str:
     while not saved.exists() and time.monotonic() < deadline:
         time.sleep(0.1)  # weed mini writes it after its S3 port answers (seen missing once in CI)
     options = dict(
-        line.split("=", 1)
-        for line in saved.read_text().splitlines()
-        if "=" in line and not line.startswith("#")
+        line.split("=", 1) for line in saved.read_text().splitlines() if "=" in line and not line.startswith("#")
     )
     master, filer = options["master.port"], options["filer.port"]
     res = subprocess.run(
@@ -284,3 +282,29 @@ def test_stop_leaves_no_socket_in_tmp(tmp_path):
     store.process.wait()
     store.stop()
     assert not ours(store)
+
+
+def test_a_port_taken_before_weed_binds_it_is_picked_again(tmp_path, monkeypatch):
+    """A port checked free can be taken before weed binds it (weed mini then exits with
+    "Port allocation failed"): start() picks its own ports again instead of failing."""
+    import socket
+
+    from s3gate import embedded
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", embedded._low_port()))
+        taken.listen()
+        port = taken.getsockname()[1]
+        real = embedded._low_port
+        handed = iter([port])  # the first pick (the S3 port) is the taken one
+        monkeypatch.setattr(embedded, "_low_port", lambda: next(handed, None) or real())
+        store = embedded.SeaweedFS(
+            tmp_path, credentials=embedded.Credentials("k", "s0123456789abcdef"), buckets=("bkt",)
+        )
+        try:
+            store.start()
+            assert store.s3_port != port
+            assert b"Port allocation failed" in store.log_path.read_bytes()  # the race really happened
+            store.client().head_bucket(Bucket="bkt")
+        finally:
+            store.stop()
