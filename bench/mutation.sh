@@ -6,6 +6,7 @@
 #   bench/mutation.sh                 # every target below, one after another
 #   bench/mutation.sh access seed     # just these targets
 #   MUTATION_DIR=/tmp/mut bench/mutation.sh files
+#   MUTATION_ONLY='*Throttle*__init__*' bench/mutation.sh auth   # only these mutants (fnmatch)
 #
 # Each target is mutated in its own COPY of the project (MUTATION_DIR/TARGET,
 # default /tmp/s3gate-mutation), never in the working tree: mutmut rewrites
@@ -18,7 +19,9 @@
 # to the SQLite half of tests/auth (-k 'not postgresql': the PostgreSQL
 # parametrization of users_backend repeats the same store tests on a slower
 # database). Not mutated: the CLI, the SQL store and its migrations, config
-# parsing, audit and bootstrap. Results: `mutmut results`
+# parsing, audit and bootstrap: those are the authstore target (the SQL store
+# behind every decision, the audit log, auth settings, first-start bootstrap
+# and the users/tokens commands), run on both databases. Results: `mutmut results`
 # is printed and saved to MUTATION_DIR/TARGET/results.txt; a surviving
 # mutant's diff is `cd MUTATION_DIR/TARGET && ../../path/to/python -m mutmut show NAME`.
 set -euo pipefail
@@ -40,12 +43,13 @@ declare -A TARGETS=(
     [seed]="s3gate/http/seed.py|tests/http/test_permissions.py tests/http/test_seed.py tests/http/test_cross_site.py"
     [writer]="s3gate/storage/writer.py|tests/storage/test_writer.py tests/http/test_files.py"
     [auth]="s3gate/auth/passwords.py s3gate/auth/credentials.py s3gate/auth/rules.py s3gate/auth/service.py s3gate/auth/throttle.py s3gate/auth/csrf.py|tests/auth"
+    [authstore]="s3gate/auth/store.py s3gate/auth/sql.py s3gate/auth/database.py s3gate/auth/migrations.py s3gate/auth/audit.py s3gate/auth/config.py s3gate/auth/bootstrap.py s3gate/auth/cli.py|tests/auth"
 )
 # target -> extra pytest arguments, one per line
 declare -A PYTEST_ARGS=(
     [auth]=$'-k\nnot postgresql'
 )
-ORDER=(access seed files writer auth)
+ORDER=(access seed files writer auth authstore)
 
 run_target() {
     local name=$1 spec=${TARGETS[$1]}
@@ -80,7 +84,9 @@ run_target() {
     (
         cd "$dir"
         # The mutants must be what gets imported, not the editable install of $ROOT.
-        "$PY" -m mutmut run --max-children "$JOBS" || echo "mutmut run exited $?" >&2
+        local only=()
+        read -ra only <<<"${MUTATION_ONLY-}"  # patterns, split on spaces, never globbed here
+        "$PY" -m mutmut run --max-children "$JOBS" "${only[@]}" || echo "mutmut run exited $?" >&2
         "$PY" -m mutmut results --all true >results-all.txt 2>&1 || true
         "$PY" -m mutmut results >results.txt 2>&1 || true
         cat results.txt
