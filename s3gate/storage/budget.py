@@ -31,11 +31,15 @@ class MemoryBudget:
     def waiting(self) -> int:
         return sum(1 for _, fut in self._waiters if not fut.done())
 
-    async def acquire(self, n: int) -> None:
+    async def acquire(self, n: int) -> int:
+        """Wait for n bytes; returns what was granted (n, or the whole budget if n is more).
+
+        Give back exactly the grant: a request larger than the budget runs alone.
+        """
         n = min(n, self.total)
         if not self._waiters and self.used + n <= self.total:
             self._take(n)
-            return
+            return n
         fut = asyncio.get_running_loop().create_future()
         self._waiters.append((n, fut))
         self._observe(self.used, self.waiting)
@@ -52,6 +56,7 @@ class MemoryBudget:
                 self._wake()
                 self._observe(self.used, self.waiting)
             raise
+        return n
 
     @contextlib.asynccontextmanager
     async def reserve(self, n: int) -> AsyncIterator[Reservation]:
@@ -66,7 +71,7 @@ class MemoryBudget:
             held.release()
 
     def release(self, n: int) -> None:
-        n = min(n, self.total)
+        """Give back n bytes of what acquire() granted (never more than the grant)."""
         self.used -= n
         assert self.used >= 0, "budget released more than acquired"
         self._wake()

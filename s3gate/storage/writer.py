@@ -198,10 +198,14 @@ class ObjectWriter:
                 # give it back. One still running gives itself back (see above).
                 grant.cancel()
                 if _granted(grant):
-                    self.budget.release(need + extra)
+                    self.budget.release(grant.result())
                 raise
             if _granted(grant):
-                self._reserved, self._overhead = need, self._overhead + extra
+                # The grant is capped at the whole budget (a budget of one part has
+                # no room for the overhead): split what was granted, not what was asked.
+                granted = grant.result()
+                self._reserved = min(need, granted)
+                self._overhead += granted - self._reserved
                 self._buf = bytearray(need)
                 return
             if grant.done() and not grant.cancelled() and grant.exception() is not None:

@@ -49,10 +49,12 @@ async def test_cancelled_waiter_leaks_nothing():
 
 async def test_request_larger_than_total_is_capped():
     budget = MemoryBudget(10)
-    await asyncio.wait_for(budget.acquire(50), 1)
-    assert budget.used == 10
-    budget.release(50)
+    granted = await asyncio.wait_for(budget.acquire(50), 1)
+    assert granted == budget.used == 10
+    budget.release(granted)
     assert budget.used == 0
+    with pytest.raises(AssertionError):
+        budget.release(1)  # more than was granted: a bookkeeping bug, never absorbed
 
 
 async def test_cancel_racing_a_release_is_a_clean_cancel():

@@ -132,11 +132,12 @@ class CancelOnGrant(MemoryBudget):
         self.grants = 0
         self.task: asyncio.Task | None = None
 
-    async def acquire(self, n: int) -> None:
-        await super().acquire(n)
+    async def acquire(self, n: int) -> int:
+        granted = await super().acquire(n)
         self.grants += 1
         if self.grants == self.cancel_at and self.task is not None:
             self.task.cancel()
+        return granted
 
 
 @pytest.mark.parametrize(
@@ -574,3 +575,18 @@ async def test_every_part_carries_the_standard_crc32(storage, bucket, s3):
         assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == body[:size]
     assert len(sent) == 1 + 3, sent
     assert all(got == expected for got, expected in sent), sent
+
+
+@pytest.mark.parametrize("size", [3 * MiB, 12 * MiB], ids=["one-part", "multipart"])
+async def test_a_budget_of_exactly_one_part_is_given_back_exactly(storage, bucket, s3, size):
+    """The smallest budget the settings allow holds one part and no room for the upload's
+    overhead: the grant is capped at the budget, and what is given back must be the grant,
+    not part + overhead (else `used` goes negative and the budget grows with every upload)."""
+    budget = MemoryBudget(5 * MiB)
+    for key in ("first", "second"):
+        w = writer(storage, budget, bucket, key, parts_in_flight=1)
+        sha = await feed(w, size)
+        assert (await w.finish()).sha256 == sha
+        assert budget.used == 0
+    assert budget.peak <= budget.total
+    assert keys_in(s3, bucket) == ["first", "second"]
