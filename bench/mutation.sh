@@ -39,7 +39,7 @@ fi
 # target -> "files to mutate (globs)|fast tests each mutant may run"
 declare -A TARGETS=(
     [access]="s3gate/http/access.py|tests/http/test_permissions.py tests/http/test_cross_site.py tests/http/test_listing.py tests/auth/test_http_access.py tests/auth/test_links.py tests/auth/test_csrf.py"
-    [files]="s3gate/http/files.py|tests/http/test_permissions.py tests/http/test_files.py tests/http/test_downloads.py tests/http/test_listing.py tests/http/test_cross_site.py"
+    [files]="s3gate/http/files.py|tests/http"
     [seed]="s3gate/http/seed.py|tests/http/test_permissions.py tests/http/test_seed.py tests/http/test_cross_site.py"
     [writer]="s3gate/storage/writer.py|tests/storage/test_writer.py tests/http/test_files.py"
     [auth]="s3gate/auth/passwords.py s3gate/auth/credentials.py s3gate/auth/rules.py s3gate/auth/service.py s3gate/auth/throttle.py s3gate/auth/csrf.py|tests/auth"

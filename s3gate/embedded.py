@@ -97,9 +97,12 @@ def _port_window() -> tuple[int, int]:
     return 20000, 55000
 
 
+PORT_WINDOW = _port_window()  # read once: the kernel's range is set at boot
+
+
 def _low_port() -> int:
     """A free port whose gRPC twin (+10000) is free too."""
-    low, high = _port_window()
+    low, high = PORT_WINDOW
     for _ in range(500):
         port = low + secrets.randbelow(high - low)
         if _port_free(port) and _port_free(port + 10000):
