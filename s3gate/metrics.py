@@ -165,12 +165,21 @@ def tracked_upload() -> Iterator[None]:
     try:
         yield
     except BaseException:
-        UPLOADS.labels("aborted").inc()
+        upload_ended("aborted")
         raise
     else:
-        UPLOADS.labels("completed").inc()
+        upload_ended("completed")
     finally:
         UPLOADS_IN_FLIGHT.dec()
+
+
+def upload_ended(outcome: str) -> None:
+    """One object's upload ended: "completed", or "aborted" (given up, cancelled or expired).
+
+    A resumable session (many requests, perhaps many workers) counts here when
+    it completes, is cancelled or expires; it is never "in flight".
+    """
+    UPLOADS.labels(outcome).inc()
 
 
 def login_failed(*, locked: bool) -> None:

@@ -52,7 +52,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import keys
+from .. import keys, metrics
 from ..auth import audit
 from ..auth.service import Principal
 from ..auth.sql import open_store
@@ -473,6 +473,7 @@ async def complete(request: web.Request) -> web.Response:
         await _forget(request, session)
         raise
     await _store(request).delete_upload_session(session.id)
+    metrics.upload_ended("completed")
     log.info("upload session %s completed: %s/%s", session.id, session.bucket, session.key)
     body = {"bucket": session.bucket, "key": session.key, "size": session.size, "etag": etag.strip('"')}
     return json_response(body, status=201, headers={"ETag": etag, "Location": object_path(session.bucket, session.key)})
@@ -483,7 +484,8 @@ async def abort(request: web.Request) -> web.Response:
     session, _ = await _session(request)
     _same_site(request, session)
     await request.app[keys.STORAGE].abort_multipart(session.bucket, session.key, session.upload_id)
-    await _store(request).delete_upload_session(session.id)
+    if await _store(request).delete_upload_session(session.id):  # a cancel racing the sweeper counts once
+        metrics.upload_ended("aborted")
     return json_response({"aborted": session.id, "bucket": session.bucket, "key": session.key}, headers=_NO_CACHE)
 
 
@@ -526,6 +528,7 @@ async def sweep_expired(app: web.Application, now: float | None = None) -> int:
             await store.create_upload_session(s)
             continue
         audit.record("upload_expired", bucket=s.bucket, key=s.key, outcome="aborted")
+        metrics.upload_ended("aborted")
         swept += 1
     if swept:
         log.info("aborted %d expired upload session(s)", swept)

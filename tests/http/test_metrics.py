@@ -247,6 +247,42 @@ async def test_uploads_in_flight_then_completed_or_aborted(serve, bucket):
     )
 
 
+async def test_resumable_sessions_count_as_uploads(serve, bucket):
+    """The web page uploads through resumable sessions: each counts once, when it completes,
+    is cancelled or expires (a session spans requests and workers: never "in flight")."""
+    from s3gate.http import resumable
+
+    gw = await serve()
+    before = await gw.scrape()
+    async with aiohttp.ClientSession() as s:
+
+        async def session(key: str) -> str:
+            body = {"bucket": bucket, "key": key, "size": 3, "name": key}
+            async with s.post(gw.url("/api/uploads"), json=body) as resp:
+                assert resp.status == 201, await resp.text()
+                sid = (await resp.json())["id"]
+            async with s.put(gw.url(f"/api/uploads/{sid}/parts/1"), data=b"abc") as resp:
+                assert resp.status == 200, await resp.text()
+            return sid
+
+        async with s.post(gw.url(f"/api/uploads/{await session('done.txt')}/complete")) as resp:
+            assert resp.status == 201, await resp.text()
+        cancelled = await session("cancelled.txt")
+        async with s.delete(gw.url(f"/api/uploads/{cancelled}")) as resp:
+            assert resp.status == 200, await resp.text()
+        await session("left.txt")
+    assert await resumable.sweep_expired(gw.app, now=2**40) == 1
+    after = await gw.scrape()
+
+    def delta(outcome: str) -> float:
+        return value(after, "s3gate_uploads_total", outcome=outcome) - value(
+            before, "s3gate_uploads_total", outcome=outcome
+        )
+
+    assert (delta("completed"), delta("aborted")) == (1, 2)
+    assert value(after, "s3gate_uploads_in_flight") == value(before, "s3gate_uploads_in_flight")
+
+
 async def test_login_failures_and_lockouts(serve, bucket):
     gw = await serve(auth=True, login_delay=0, login_max_failures=2)
     await gw.app[keys.AUTH].add_user("carol", PASSWORD, admin=True)
