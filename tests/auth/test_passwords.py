@@ -48,6 +48,17 @@ async def test_minimum_length_and_other_rules(service):
         await service.authenticate_password("bob", PASSWORD, "10.0.0.4")
 
 
+
+async def test_the_operators_minimum_length_is_the_one_enforced(tmp_path):
+    """`password_min_length = 16` in the settings: 15 characters are refused, 16 accepted."""
+    service = await AuthService.open(check(make_settings(tmp_path, password_min_length=16)), hasher=FAST_HASHER)
+    try:
+        with pytest.raises(BadRequest, match="at least 16"):
+            await service.add_user("alice", "x" * 15)
+        await service.add_user("alice", "x" * 16)
+    finally:
+        await service.close()
+
 async def test_the_longest_password_works_and_a_longer_one_is_just_wrong(service):
     longest = "x" * MAX_PASSWORD_LENGTH
     await service.add_user("alice", longest)
