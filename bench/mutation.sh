@@ -22,7 +22,8 @@
 # parsing, audit and bootstrap: those are the authstore target (the SQL store
 # behind every decision, the audit log, auth settings, first-start bootstrap
 # and the users/tokens commands), on SQLite as well: what only PostgreSQL runs
-# (PostgresDatabase, the SQL dialect translation) is left unreached. Results: `mutmut results`
+# (PostgresDatabase, the SQL dialect translation, the shared journal) is left
+# unreached there: the authshared target runs that on PostgreSQL. Results: `mutmut results`
 # is printed and saved to MUTATION_DIR/TARGET/results.txt; a surviving
 # mutant's diff is `cd MUTATION_DIR/TARGET && ../../path/to/python -m mutmut show NAME`.
 set -euo pipefail
@@ -45,13 +46,16 @@ declare -A TARGETS=(
     [writer]="s3gate/storage/writer.py|tests/storage/test_writer.py tests/http/test_files.py"
     [auth]="s3gate/auth/passwords.py s3gate/auth/credentials.py s3gate/auth/rules.py s3gate/auth/service.py s3gate/auth/throttle.py s3gate/auth/csrf.py|tests/auth"
     [authstore]="s3gate/auth/store.py s3gate/auth/sql.py s3gate/auth/database.py s3gate/auth/migrations.py s3gate/auth/audit.py s3gate/auth/config.py s3gate/auth/bootstrap.py s3gate/auth/cli.py|tests/auth"
+    # What only PostgreSQL runs: the shared upload journal, leases and workers of a
+    # cluster, and `s3gate users migrate-to` (a throwaway PostgreSQL per mutant).
+    [authshared]="s3gate/auth/sql.py s3gate/auth/database.py|tests/storage/test_journal.py tests/auth/test_cli.py tests/auth/test_store.py"
 )
 # target -> extra pytest arguments, one per line
 declare -A PYTEST_ARGS=(
     [auth]=$'-k\nnot postgresql'
     [authstore]=$'-k\nnot postgresql'
 )
-ORDER=(access seed files writer auth authstore)
+ORDER=(access seed files writer auth authstore authshared)
 
 run_target() {
     local name=$1 spec=${TARGETS[$1]}
