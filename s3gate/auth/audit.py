@@ -99,13 +99,14 @@ class _AuditFile:
             view = view[self._file.write(view) :]
 
     def _reopen_if_moved(self) -> None:
-        try:
-            moved = not os.path.samestat(os.stat(self.path), os.fstat(self._file.fileno()))
-        except FileNotFoundError:
-            moved = True
-        if moved:
+        if not self._file.closed:  # closed: an earlier reopen failed; try again now
+            try:
+                if os.path.samestat(os.stat(self.path), os.fstat(self._file.fileno())):
+                    return
+            except FileNotFoundError:
+                pass
             self._file.close()
-            self._file = self._open()
+        self._file = self._open()
 
     def _run(self) -> None:
         done = False

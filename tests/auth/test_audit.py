@@ -2,6 +2,7 @@
 
 import json
 import logging
+import time
 
 from s3gate import metrics
 from s3gate.auth.rules import Rule
@@ -186,3 +187,189 @@ def test_a_line_no_encoding_can_write_is_escaped_not_lost(tmp_path):
         sink.stop()
     lines = (tmp_path / "audit.log").read_text().splitlines()
     assert len(lines) == 2 and "bad-" in lines[0] and json.loads(lines[1])["key"] == "after", lines
+
+
+def test_the_audit_file_follows_logrotate_create(tmp_path):
+    """logrotate's `create`: the file is moved away and a new empty one made at the path before
+    the next line; the lines after go to the new file, not on into the rotated one."""
+    import os
+
+    from s3gate.auth import audit
+
+    path = tmp_path / "audit.log"
+    sink = audit.AuditSink("audit.log", str(tmp_path))
+    sink.start()
+    try:
+        audit.record("login", user="alice", outcome="ok", request_id="before-rotation")
+        assert on_disk(path, "before-rotation")
+        os.rename(path, tmp_path / "audit.log.1")
+        path.touch(mode=0o600)
+        audit.record("download", user="alice", outcome="ok", request_id="after-rotation")
+    finally:
+        sink.stop()
+    assert [json.loads(line)["request_id"] for line in (tmp_path / "audit.log.1").read_text().splitlines()] == [
+        "before-rotation"
+    ]
+    assert [json.loads(line)["request_id"] for line in path.read_text().splitlines()] == ["after-rotation"]
+
+
+def test_a_stopped_sink_leaves_the_audit_logger_as_it_found_it(tmp_path, caplog):
+    """After stop (an app's cleanup) the s3gate.audit logger has its level, propagation and
+    handlers of before start: nothing of the sink stays to queue lines no writer reads."""
+    from s3gate.auth import audit
+
+    caplog.set_level(logging.WARNING, logger="s3gate.audit")  # what start() found: audit lines not wanted
+    before = (list(audit.log.handlers), audit.log.level, audit.log.propagate)
+    sink = audit.AuditSink("audit.log", str(tmp_path))
+    sink.start()
+    audit.record("login", user="alice", outcome="ok", request_id="while-started")
+    sink.stop()
+    assert (list(audit.log.handlers), audit.log.level, audit.log.propagate) == before
+    audit.record("login", user="alice", outcome="ok", request_id="after-stop")
+    assert [r for r in caplog.records if r.name == "s3gate.audit"] == []
+    assert [json.loads(line)["request_id"] for line in (tmp_path / "audit.log").read_text().splitlines()] == [
+        "while-started"
+    ]
+
+
+def test_an_audit_line_holds_the_given_fields_as_json(caplog):
+    """ts in UTC; only the fields given, empty ones left out; numbers stay numbers; anything else
+    as text cut at 1024 characters; non-ASCII written as is (grep finds it)."""
+    import datetime as dt
+
+    from s3gate.auth import audit
+
+    caplog.set_level(logging.INFO, logger="s3gate.audit")
+    rule = Rule.parse("files/docs:read")
+    key = "reports/café-" + "k" * 2000
+    audit.record("upload", user="alice", via="", token=None, bucket="files", key=key, status=200, detail=rule)
+    line = caplog.records[-1].getMessage()
+    assert "reports/café-" in line
+    entry = json.loads(line)
+    ts = dt.datetime.fromisoformat(entry.pop("ts"))
+    assert ts.utcoffset() == dt.timedelta(0) and abs(dt.datetime.now(dt.UTC) - ts) < dt.timedelta(minutes=1)
+    assert entry == {"event": "upload", "user": "alice", "bucket": "files", "key": key[:1024], "status": 200,
+                     "detail": str(rule)}
+
+
+def test_audit_lines_for_a_file_stay_out_of_the_main_log(tmp_path, caplog):
+    from s3gate.auth import audit
+
+    caplog.set_level(logging.INFO)  # the main log takes INFO from every logger
+    sink = audit.AuditSink("audit.log", str(tmp_path))
+    sink.start()
+    try:
+        audit.record("login", user="alice", outcome="ok", request_id="to-the-file")
+    finally:
+        sink.stop()
+    assert "to-the-file" in (tmp_path / "audit.log").read_text()
+    assert "to-the-file" not in caplog.text
+
+
+def test_a_process_that_never_stops_the_sink_still_exits(tmp_path):
+    """A worker killed past its cleanup: the waiting writer thread does not keep the process alive."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from s3gate.auth import audit; sink = audit.AuditSink('audit.log', sys.argv[1]); sink.start(); "
+        "audit.record('login', user='alice', outcome='ok')"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+
+
+def on_disk(path, request_id: str) -> bool:
+    """Whether the line of ``request_id`` reaches the file within 5 s, the sink still running (tail -f)."""
+    import time
+
+    for _ in range(500):
+        for line in path.read_text().splitlines() if path.is_file() else ():
+            try:
+                if json.loads(line).get("request_id") == request_id:
+                    return True
+            except ValueError:  # a line being written
+                pass
+        time.sleep(0.01)
+    return False
+
+
+def test_a_failed_write_is_reported_and_the_writer_goes_on(tmp_path, caplog):
+    """The file cannot be written for a while (here a directory took its place): each lost batch is
+    one error line naming the file and how many lines it lost; the lines after reach the file again."""
+    import errno
+    import os
+
+    from s3gate.auth import audit
+
+    caplog.set_level(logging.ERROR, logger="s3gate")
+    path = tmp_path / "audit.log"
+    sink = audit.AuditSink("audit.log", str(tmp_path))
+    sink.start()
+    try:
+        audit.record("login", user="alice", outcome="ok", request_id="before")
+        assert on_disk(path, "before")
+        os.rename(path, tmp_path / "audit.log.1")
+        os.mkdir(path)
+        audit.record("login", user="alice", outcome="ok", request_id="lost")
+        for _ in range(500):
+            if any(r.name == "s3gate" for r in caplog.records):
+                break
+            time.sleep(0.01)
+        os.rmdir(path)
+        audit.record("login", user="alice", outcome="ok", request_id="after")
+        assert on_disk(path, "after")
+    finally:
+        sink.stop()
+    [error] = [r.getMessage() for r in caplog.records if r.name == "s3gate"]
+    assert error.startswith(f"audit log {path}: ") and error.endswith("(1 lines lost)")
+    assert os.strerror(errno.EISDIR) in error  # and why
+
+
+def test_the_writer_recovers_when_another_worker_recreates_the_file(tmp_path, caplog):
+    """As above, but the path comes back as a file (another worker's writer, or logrotate's `create`)."""
+    import os
+
+    from s3gate.auth import audit
+
+    caplog.set_level(logging.ERROR, logger="s3gate")
+    path = tmp_path / "audit.log"
+    sink = audit.AuditSink("audit.log", str(tmp_path))
+    sink.start()
+    try:
+        audit.record("login", user="alice", outcome="ok", request_id="before")
+        assert on_disk(path, "before")
+        os.rename(path, tmp_path / "audit.log.1")
+        os.mkdir(path)
+        audit.record("login", user="alice", outcome="ok", request_id="lost")
+        for _ in range(500):
+            if any(r.name == "s3gate" for r in caplog.records):
+                break
+            time.sleep(0.01)
+        os.rmdir(path)
+        path.touch(mode=0o600)
+        audit.record("login", user="alice", outcome="ok", request_id="after")
+        assert on_disk(path, "after")
+    finally:
+        sink.stop()
+
+
+def test_a_burst_longer_than_a_batch_loses_no_line(tmp_path):
+    """More lines queue than one write carries (MAX_BATCH): all of them reach the file, in order."""
+    import sys
+
+    from s3gate.auth import audit
+
+    count = audit._AuditFile.MAX_BATCH * 3 + 7
+    sink = audit.AuditSink("audit.log", str(tmp_path))
+    sink.start()
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(5.0)  # the writer thread waits while the burst queues
+    try:
+        for n in range(count):
+            audit.record("download", user="alice", outcome="ok", request_id=f"r{n}")
+    finally:
+        sys.setswitchinterval(interval)
+        sink.stop()
+    lines = (tmp_path / "audit.log").read_text().splitlines()
+    assert [json.loads(line)["request_id"] for line in lines] == [f"r{n}" for n in range(count)]

@@ -130,6 +130,21 @@ async def test_cross_site_redirect_mode_serves_bytes_instead_of_a_presigned_link
     assert resp.status == 302 and "X-Amz-Signature" in resp.headers["Location"]
 
 
+async def test_redirect_mode_judges_a_browser_without_sec_fetch_site_by_its_origin(
+    aiohttp_client, gateway_settings, bucket, s3
+):
+    # Browsers too old for Sec-Fetch-Site send only Origin: this site's gets the link, another's only the bytes.
+    client = await aiohttp_client(create_app(gateway_settings(auth=False, link_mode="s3", download_mode="redirect")))
+    s3.put_object(Bucket=bucket, Key="a.txt", Body=b"hello")
+    own = {"Origin": f"http://{client.host}:{client.port}"}
+    resp = await client.get(f"/files/{bucket}/a.txt", headers=own, allow_redirects=False)
+    assert resp.status == 302 and "X-Amz-Signature" in resp.headers["Location"]
+    foreign = {"Origin": "https://evil.example"}
+    resp = await client.get(f"/files/{bucket}/a.txt", headers=foreign, allow_redirects=False)
+    assert resp.status == 200 and await resp.read() == b"hello"
+    assert "Location" not in resp.headers
+
+
 async def test_a_signed_link_downloads_but_never_mints_another(alice, bucket, s3, aiohttp_client):
     s3.put_object(Bucket=bucket, Key="docs/a.txt", Body=b"hello")
     resp = await alice.get(f"/downloads3/{bucket}/docs/a.txt", allow_redirects=False)

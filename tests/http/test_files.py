@@ -175,6 +175,17 @@ async def test_failed_overwrite_keeps_old_object(client, bucket, s3):
     assert s3.get_object(Bucket=bucket, Key="keep.txt")["Body"].read() == b"old"
 
 
+async def test_if_none_match_star_refuses_an_existing_key_with_its_etag(client, bucket, s3):
+    # The 412 carries the stored object's ETag: a sync script compares it with its
+    # file's MD5 to tell "already there" from a real conflict, with no extra HEAD.
+    etag = s3.put_object(Bucket=bucket, Key="docs/a.txt", Body=b"old")["ETag"]
+    resp = await client.put(f"/files/{bucket}/docs/a.txt", data=b"new", headers={"If-None-Match": "*"})
+    assert resp.status == 412
+    assert (await resp.json())["error"] == "precondition_failed"
+    assert resp.headers["ETag"] == etag
+    assert s3.get_object(Bucket=bucket, Key="docs/a.txt")["Body"].read() == b"old"
+
+
 async def test_missing_bucket_404_for_every_method(client):
     for method, path in (
         ("PUT", "/files/no-bucket-x/a"),
