@@ -48,7 +48,7 @@ declare -A TARGETS=(
     [authstore]="s3gate/auth/store.py s3gate/auth/sql.py s3gate/auth/database.py s3gate/auth/migrations.py s3gate/auth/audit.py s3gate/auth/config.py s3gate/auth/bootstrap.py s3gate/auth/cli.py|tests/auth"
     # What only PostgreSQL runs: the shared upload journal, leases and workers of a
     # cluster, and `s3gate users migrate-to` (a throwaway PostgreSQL per mutant).
-    [authshared]="s3gate/auth/sql.py s3gate/auth/database.py|tests/storage/test_journal.py tests/auth/test_cli.py tests/auth/test_store.py"
+    [authshared]="s3gate/auth/sql.py s3gate/auth/database.py s3gate/auth/cli.py|tests/storage/test_journal.py tests/auth/test_cli.py tests/auth/test_store.py"
 )
 # target -> extra pytest arguments, one per line
 declare -A PYTEST_ARGS=(

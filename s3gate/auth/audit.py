@@ -13,12 +13,15 @@ thread, never on the event loop, a batch of lines per write when busy.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import json
 import logging
 import os
 import queue
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +137,24 @@ class _AuditFile:
 
 
 _STOP = object()  # queued last by AuditSink.stop: the writer writes what came before, then ends
+
+
+@contextlib.asynccontextmanager
+async def running(destination: str, data_dir: str, *, to_stderr: bool = True) -> AsyncIterator[None]:
+    """Audit lines recorded inside go to ``destination`` (a file, or ``-``: standard error).
+
+    With ``to_stderr=False`` (the CLI: its output stays its own) nothing is started
+    for ``-``, and lines recorded inside are dropped.
+    """
+    sink = AuditSink(destination, data_dir)
+    started = sink.path is not None or to_stderr
+    if started:
+        await asyncio.to_thread(sink.start)
+    try:
+        yield
+    finally:
+        if started:
+            await asyncio.to_thread(sink.stop)
 
 
 class AuditSink:

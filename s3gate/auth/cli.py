@@ -138,29 +138,33 @@ def cmd_migrate_to(args: argparse.Namespace) -> int:
         print(f"s3gate: {exc}", file=sys.stderr)
         return 2
 
-    async def main() -> dict[str, int]:
-        source = await open_store(config.data_dir, config.users_db)
-        try:
-            target = await open_store(config.data_dir, args.url)
+    async def main() -> str:
+        # The copy is audited in the source's audit log, like every other users command.
+        async with audit.running(config.audit_log, config.data_dir, to_stderr=False):
+            source = await open_store(config.data_dir, config.users_db)
             try:
-                assert isinstance(source, SQLStore) and isinstance(target, SQLStore)
-                return await copy_store(source, target)
+                target = await open_store(config.data_dir, args.url)
+                try:
+                    assert isinstance(source, SQLStore) and isinstance(target, SQLStore)
+                    copied = await copy_store(source, target)
+                finally:
+                    await target.close()
             finally:
-                await target.close()
-        finally:
-            await source.close()
+                await source.close()
+            counts = ", ".join(f"{n} {table}" for table, n in copied.items())
+            _record("users_migrated", target=redact_url(args.url), detail=counts)
+            return counts
 
     try:
-        copied = run_sync(main())
+        counts = run_sync(main())
     except (StoreError, ConfigError) as exc:
         print(f"s3gate: {exc}", file=sys.stderr)
         return 1
-    print("copied " + ", ".join(f"{n} {table}" for table, n in copied.items()) + f" to {redact_url(args.url)}")
+    print(f"copied {counts} to {redact_url(args.url)}")
     print(
         "next, on every instance: users_db = that URL and the same secret_file "
         "(links signed before stop working; clients sign in again only if their session ended)"
     )
-    _record("users.migrate_to", target=redact_url(args.url), **copied)
     return 0
 
 

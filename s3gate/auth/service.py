@@ -443,19 +443,12 @@ async def running_service(
     With ``audit_log = "-"`` the audit lines join the main log on standard
     error; the CLI passes ``audit_to_stderr=False`` so its output stays its own.
     """
-    sink = audit.AuditSink(config.audit_log, config.data_dir)
-    started = sink.path is not None or audit_to_stderr
-    if started:
-        await asyncio.to_thread(sink.start)
-    try:
+    async with audit.running(config.audit_log, config.data_dir, to_stderr=audit_to_stderr):
         service = await AuthService.open(config, hasher=hasher, **({"clock": clock} if clock else {}))
         try:
             yield service
         finally:
             await service.close()
-    finally:
-        if started:
-            await asyncio.to_thread(sink.stop)
 
 
 def iso_time(ts: float | None) -> str | None:

@@ -1,13 +1,17 @@
 """`s3gate users ...` and `s3gate tokens ...` through s3gate.cli.main, on a temporary data dir."""
 
 import asyncio
+import builtins
+import getpass
 import io
 import json
 import os
+import re
 import sqlite3
 import stat
 import subprocess
 import sys
+from datetime import datetime
 
 import pytest
 
@@ -15,6 +19,7 @@ from s3gate import cli
 from s3gate import settings as settings_mod
 from s3gate.auth import bootstrap
 from s3gate.auth.config import check
+from s3gate.auth.database import redact_url
 from s3gate.auth.service import AuthService, InvalidCredentials
 
 from .conftest import PASSWORD
@@ -192,10 +197,13 @@ async def test_unlock(data_dir, s3gate):
 
 
 def test_help_without_a_subcommand(data_dir, s3gate):
+    """`s3gate users` / `s3gate tokens` alone print their help, with the examples as typed (not reflowed)."""
     code, out, _ = s3gate("users")
     assert code == 2 and "grant" in out
+    assert "\n  s3gate users grant alice files/docs read,list,write\n  s3gate users grant '*' files/public read,list\n" in out
     code, out, _ = s3gate("tokens")
     assert code == 2 and "create" in out
+    assert "\n  s3gate tokens list alice\n  s3gate tokens revoke 3f2a9c81d0e4" in out
 
 
 def test_bad_configuration_is_reported(data_dir, s3gate, monkeypatch):
@@ -334,6 +342,10 @@ async def test_migrate_to_postgresql_keeps_users_rules_tokens_and_sessions(data_
     code, out, err = s3gate("users", "migrate-to", url)
     assert code == 0, err
     assert "3 users" in out and "1 tokens" in out and "1 sessions" in out  # alice, root and '*'
+    assert ", 1 tokens, " in out and "next, on every instance: users_db = that URL and the same secret_file" in out
+    (migrated,) = [e for e in map(json.loads, (data_dir / "audit.log").read_text().splitlines()) if e["event"] == "users_migrated"]
+    assert migrated["via"] == "cli" and migrated["target"] == redact_url(url) and "dropped_fields" not in migrated
+    assert "3 users" in migrated["detail"] and "1 tokens" in migrated["detail"] and "1 sessions" in migrated["detail"]
 
     secret = tmp_path / "secret"
     secret.write_text("k" * 48)
@@ -359,3 +371,294 @@ async def test_migrate_to_postgresql_keeps_users_rules_tokens_and_sessions(data_
     assert code == 1 and "already has" in err
     code, _, err = s3gate("users", "migrate-to", "mysql://x/y")
     assert code == 2 and "postgresql://" in err
+
+
+# -- what operators read: the users table, the one-line answers, the audit lines, the prompts --------------
+class Terminal(io.StringIO):
+    """Standard input that is a terminal: the commands prompt instead of reading a line."""
+
+    def isatty(self):
+        return True
+
+
+@pytest.fixture
+def on_terminal(monkeypatch, capsys):
+    """on_terminal(*argv, answers=[...]) -> (exit code, stdout, stderr, prompts): getpass and input answer in turn."""
+
+    def call(*argv, answers=()):
+        left, prompts = list(answers), []
+
+        def answer(prompt=""):
+            prompts.append(prompt)
+            return left.pop(0)
+
+        monkeypatch.setattr(sys, "stdin", Terminal())
+        monkeypatch.setattr(getpass, "getpass", answer)
+        monkeypatch.setattr(builtins, "input", answer)
+        code = cli.main(list(argv))
+        out, err = capsys.readouterr()
+        assert not left, "answers left over"
+        return code, out, err, prompts
+
+    return call
+
+
+def cli_audit(data_dir) -> list[dict]:
+    lines = [json.loads(x) for x in (data_dir / "audit.log").read_text().splitlines()]
+    return [{k: v for k, v in e.items() if k != "ts"} for e in lines if e.get("via") == "cli"]
+
+
+async def test_users_list_shows_every_kind_of_user(data_dir, s3gate, monkeypatch):
+    assert s3gate("users", "add", "temp", "--no-password")[0] == 0
+    assert s3gate("users", "delete", "temp", "--yes")[0] == 0
+    assert s3gate("users", "list") == (0, "no users\n", "")
+    monkeypatch.setenv("S3GATE_PUBLIC", "files/open:read,list")
+    for argv in (
+        ("add", "root", "--admin", "--password-stdin"),
+        ("add", "alice", "--password-stdin"),
+        ("add", "bob", "--password-stdin"),
+        ("add", "carol", "--no-password"),
+        ("grant", "alice", "files/docs", "read,list"),
+        ("grant", "alice", "photos", "write"),
+        ("grant", "*", "files/pub", "read"),
+        ("disable", "bob"),
+    ):
+        assert s3gate("users", *argv, stdin=PASSWORD + "\n")[0] == 0, argv
+    code, out, err = s3gate("users", "list")
+    assert (code, err) == (0, "")
+    assert out == (
+        "NAME       ROLE       STATUS       RULES\n"
+        "*          anonymous  -            files/pub/:read\n"
+        "alice      user       active       files/docs/:read,list photos:write\n"
+        "bob        user       disabled     -\n"
+        "carol      user       no password  -\n"
+        "root       admin      active       everything\n"
+        "(setting)  anonymous  -            files/open/:read,list\n"
+    )
+    code, out, _ = s3gate("users", "list", "--json")
+    listed = json.loads(out)
+    assert code == 0 and all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", u.pop("created")) for u in listed)
+    assert listed == [
+        {"name": "*", "admin": False, "disabled": False, "password": False, "rules": ["files/pub/:read"]},
+        {"name": "alice", "admin": False, "disabled": False, "password": True, "rules": ["files/docs/:read,list", "photos:write"]},
+        {"name": "bob", "admin": False, "disabled": True, "password": True, "rules": []},
+        {"name": "carol", "admin": False, "disabled": False, "password": False, "rules": []},
+        {"name": "root", "admin": True, "disabled": False, "password": True, "rules": []},
+    ]
+    assert s3gate("tokens", "create", "alice")[0] == 0
+    token_id = json.loads(s3gate("tokens", "list", "alice", "--json")[1])[0]["id"]
+    row = s3gate("tokens", "list", "alice")[1].splitlines()[1]
+    assert row.split() == [token_id, "alice", "active", "never", "-", "(full)", "-"]  # LAST USED: never used
+
+
+async def test_every_users_command_answers_and_audits(data_dir, s3gate):
+    hint = "; give rights with: s3gate users grant {} BUCKET[/PREFIX] read,list\n"
+    note = "note: files/pub/ is now open to anyone who can reach the gateway, without credentials\n"
+
+    async def sessions_of_alice(n):
+        service = await open_service()
+        try:
+            alice = await service.authenticate_password("alice", PASSWORD, "10.0.0.1")
+            for _ in range(n):
+                await service.start_session(alice, "10.0.0.1")
+        finally:
+            await service.close()
+
+    assert s3gate("users", "add", "root", "--admin", "--password-stdin", stdin=PASSWORD + "\n") == (0, "created admin root\n", "")
+    assert s3gate("users", "add", "alice", "--password-stdin", stdin=PASSWORD + "\n") == (0, "created user alice" + hint.format("alice"), "")
+    assert s3gate("users", "add", "carol", "--no-password") == (
+        0, "created user carol (no password: tokens only)" + hint.format("carol"), ""
+    )
+    await sessions_of_alice(2)
+    assert s3gate("users", "passwd", "alice", "--password-stdin", stdin=PASSWORD + "\n") == (
+        0, "password of alice changed; 2 session(s) ended\n", ""
+    )
+    assert s3gate("users", "passwd", "carol", "--no-password") == (0, "password of carol removed; 0 session(s) ended\n", "")
+    assert s3gate("users", "admin", "alice", "on") == (0, "alice is now an admin\n", "")
+    assert s3gate("users", "admin", "alice", "off") == (0, "alice is no longer an admin\n", "")
+    assert s3gate("users", "grant", "alice", "files/docs", "read,list") == (0, "alice: files/docs/:read,list\n", "")
+    assert s3gate("users", "grant", "*", "files/pub", "read") == (0, "*: files/pub/:read\n" + note, "")  # no WARNING
+    code, _, err = s3gate("users", "grant", "*", "files/drop", "delete")
+    assert code == 0 and "WARNING" in err
+    assert s3gate("users", "revoke", "alice", "files/docs", "list") == (0, "alice: files/docs/:read\n", "")
+    assert s3gate("users", "revoke", "alice", "files/docs") == (0, "alice: no rule left on files/docs/\n", "")
+    code, out, err = s3gate("users", "revoke", "alice", "files/docs", "read,fly")
+    assert (code, out) == (2, "") and "fly" in err
+    await sessions_of_alice(3)
+    assert s3gate("users", "logout", "alice") == (0, "3 session(s) of alice ended\n", "")
+    assert s3gate("users", "disable", "alice") == (0, "alice disabled; 0 session(s) ended\n", "")
+    assert s3gate("users", "enable", "alice") == (0, "alice enabled\n", "")
+    service = await open_service()
+    try:
+        with pytest.raises(InvalidCredentials):
+            await service.authenticate_password("alice", "wrong password", "192.0.2.1")  # counts for both
+    finally:
+        await service.close()
+    assert s3gate("users", "unlock", "alice") == (0, "unlocked\n", "")
+    assert s3gate("users", "unlock", "--address", "192.0.2.1") == (0, "unlocked\n", "")
+    assert s3gate("users", "unlock", "alice") == (0, "nothing was locked\n", "")
+    code, out, err = s3gate("users", "unlock")
+    assert (code, out) == (2, "") and "--address" in err
+    assert s3gate("users", "delete", "carol", "--yes") == (0, "deleted carol\n", "")
+
+    me = {"user": getpass.getuser(), "via": "cli", "outcome": "ok"}
+    assert cli_audit(data_dir) == [
+        {"event": "user_created", **me, "target": "root", "detail": "admin"},
+        {"event": "user_created", **me, "target": "alice"},
+        {"event": "user_created", **me, "target": "carol"},
+        {"event": "password_changed", **me, "target": "alice"},
+        {"event": "password_changed", **me, "target": "carol"},
+        {"event": "user_admin", **me, "target": "alice", "detail": "on"},
+        {"event": "user_admin", **me, "target": "alice", "detail": "off"},
+        {"event": "rule_granted", **me, "target": "alice", "detail": "files/docs/:read,list"},
+        {"event": "rule_granted", **me, "target": "*", "detail": "files/pub/:read"},
+        {"event": "rule_granted", **me, "target": "*", "detail": "files/drop/:delete"},
+        {"event": "rule_revoked", **me, "target": "alice", "detail": "files/docs/:list"},
+        {"event": "rule_revoked", **me, "target": "alice", "detail": "files/docs/:all"},
+        {"event": "sessions_ended", **me, "target": "alice", "detail": "3"},
+        {"event": "user_disabled", **me, "target": "alice"},
+        {"event": "user_enabled", **me, "target": "alice"},
+        {"event": "unlocked", **me, "target": "alice"},
+        {"event": "unlocked", **me, "target": "192.0.2.1"},
+        {"event": "unlocked", **me, "target": "alice"},
+        {"event": "user_deleted", **me, "target": "carol"},
+    ]
+
+
+def test_audit_names_the_uid_without_a_passwd_entry(data_dir, s3gate, monkeypatch):
+    def no_entry():
+        raise KeyError("getpwuid(): uid not found")
+
+    monkeypatch.setattr(getpass, "getuser", no_entry)
+    assert s3gate("users", "add", "alice", "--no-password")[0] == 0
+    assert cli_audit(data_dir)[0]["user"] == str(os.getuid())
+
+
+async def test_passwords_asked_twice_on_a_terminal(data_dir, s3gate, on_terminal):
+    code, out, err, prompts = on_terminal("users", "add", "alice", answers=[PASSWORD, PASSWORD])
+    assert code == 0, err
+    assert out.startswith("created user alice;") and prompts == ["New password for alice: ", "Repeat it: "]
+    code, out, err, _ = on_terminal("users", "add", "bob", answers=[PASSWORD, PASSWORD + "!"])
+    assert (code, out) == (2, "") and "passwords differ" in err.lower()
+    code, out, err, _ = on_terminal("users", "passwd", "alice", answers=["a much newer password", "a much newer pass"])
+    assert (code, out) == (2, "") and "passwords differ" in err.lower()
+    assert set(users_json(s3gate)) == {"alice"}
+    service = await open_service()
+    try:
+        await service.authenticate_password("alice", PASSWORD, "127.0.0.1")  # nothing changed
+    finally:
+        await service.close()
+    code, out, err, prompts = on_terminal("users", "passwd", "alice", answers=["a much newer password"] * 2)
+    assert (code, out) == (0, "password of alice changed; 0 session(s) ended\n"), err
+    assert prompts == ["New password for alice: ", "Repeat it: "]
+    service = await open_service()
+    try:
+        await service.authenticate_password("alice", "a much newer password", "127.0.0.1")
+    finally:
+        await service.close()
+
+
+def test_delete_asks_on_a_terminal_unless_yes(data_dir, s3gate, on_terminal):
+    for name in ("bob", "carol", "dave", "erin"):
+        assert s3gate("users", "add", name, "--no-password")[0] == 0
+    code, out, _, prompts = on_terminal("users", "delete", "bob", answers=["n"])
+    assert (code, out) == (1, "nothing deleted\n")
+    assert prompts == ["Delete user bob with their rules, tokens and sessions? [y/N] "]
+    assert "bob" in users_json(s3gate)
+    assert on_terminal("users", "delete", "bob", answers=["y"])[:2] == (0, "deleted bob\n")
+    assert on_terminal("users", "delete", "carol", answers=[" YES "])[:2] == (0, "deleted carol\n")
+    assert on_terminal("users", "delete", "dave", "--yes")[:2] == (0, "deleted dave\n")  # not asked
+    assert s3gate("users", "delete", "erin") == (0, "deleted erin\n", "")  # no terminal: a script, not asked
+    assert users_json(s3gate) == {}
+
+
+async def test_password_stdin_without_newline_or_with_crlf(data_dir, s3gate):
+    assert s3gate("users", "add", "alice", "--password-stdin", stdin=PASSWORD + "\r\n")[0] == 0
+    assert s3gate("users", "add", "bob", "--password-stdin", stdin=PASSWORD)[0] == 0  # printf '%s' "$PASSWORD" | ...
+    service = await open_service()
+    try:
+        for name in ("alice", "bob"):
+            assert (await service.authenticate_password(name, PASSWORD, "127.0.0.1")).name == name
+    finally:
+        await service.close()
+
+
+@pytest.mark.sqlite_only  # a PostgreSQL URL names a server, not a file that may be missing
+@pytest.mark.parametrize(
+    "argv",
+    [("users", "list"), ("users", "passwd", "alice", "--no-password"), ("users", "unlock", "alice"), ("users", "delete", "alice", "--yes")],
+)
+def test_commands_refuse_a_missing_database(data_dir, s3gate, argv):
+    code, out, err = s3gate(*argv)
+    assert (code, out) == (2, "")
+    assert str((data_dir / "users.db").resolve()) in err and "S3GATE_DATA_DIR" in err
+    assert not (data_dir / "users.db").exists()
+
+
+# -- tokens: what the operator sees and the audit log keeps -------------------------------------------------
+def _table_rows(out: str) -> list[list[str]]:
+    """`users list` / `tokens list` output as cells (columns are two or more spaces apart)."""
+    return [re.split(r" {2,}", line.rstrip()) for line in out.splitlines()]
+
+
+def _shown(iso: str) -> str:
+    """An ISO time of --json as the table shows it."""
+    return datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M UTC")
+
+
+async def test_tokens_list_shows_each_token_as_a_row(data_dir, s3gate):
+    for name in ("alice", "bob"):
+        s3gate("users", "add", name, "--password-stdin", stdin=PASSWORD + "\n")
+    s3gate("users", "grant", "alice", "files/docs", "read,list")
+    scoped = s3gate(
+        "tokens", "create", "alice", "--expires", "30d", "--scope", "files/docs/reports:read", "--scope", "files/docs/b:list", "--label", "ci"
+    )[1].strip()
+    s3gate("tokens", "create", "alice")
+    s3gate("tokens", "create", "bob", "--label", "bob's")
+    service = await open_service()
+    try:
+        await service.authenticate_token(scoped)  # sets its last use
+    finally:
+        await service.close()
+    in_order = json.loads(s3gate("tokens", "list", "--json")[1])  # the table lists them in the same order
+    ci, plain, bobs = ({t["label"]: t for t in in_order}[label] for label in ("ci", "", "bob's"))
+    expected = {
+        ci["id"]: [ci["id"], "alice", "active", _shown(ci["expires"]), _shown(ci["last_used"]),
+                   "files/docs/b/:list files/docs/reports/:read", "ci"],
+        plain["id"]: [plain["id"], "alice", "active", "never", "-", "(full)", "-"],
+    }
+
+    code, out, err = s3gate("tokens", "list", "alice")  # alice's only
+    assert code == 0, err
+    assert _table_rows(out) == [
+        ["ID", "USER", "STATE", "EXPIRES", "LAST USED", "SCOPE", "LABEL"],
+        *(expected[t["id"]] for t in in_order if t["id"] in expected),
+    ]
+    assert s3gate("tokens", "revoke", bobs["id"])[0] == 0
+    assert s3gate("tokens", "list", "bob")[1].strip() == "no tokens"  # only active ones by default
+    rows = _table_rows(s3gate("tokens", "list", "bob", "--all")[1])
+    assert rows[1:] == [[bobs["id"], "bob", "revoked", "never", "-", "(full)", "bob's"]]
+
+
+async def test_token_commands_tell_the_operator_and_the_audit_log(data_dir, s3gate):
+    s3gate("users", "add", "alice", "--password-stdin", stdin=PASSWORD + "\n")
+    s3gate("users", "grant", "alice", "files/docs", "read,list")
+    code, _, err = s3gate("tokens", "create", "alice", "--expires", "1d", "--scope", "files/docs/a:read", "--scope", "files/docs/b:list")
+    assert code == 0, err
+    code, _, err2 = s3gate("tokens", "create", "alice")
+    assert code == 0, err2
+    scoped, full = json.loads(s3gate("tokens", "list", "--json")[1])
+    if scoped["scope"] is None:
+        scoped, full = full, scoped
+    assert f"token {scoped['id']} for alice (files/docs/a/:read, files/docs/b/:list; expires {_shown(scoped['expires'])})." in err
+    assert f"token {full['id']} for alice (all of alice's rights; expires never)." in err2
+    assert "Use: curl -H 'Authorization: Bearer TOKEN' ... or curl -u alice:TOKEN" in err2
+    code, out, _ = s3gate("tokens", "revoke", scoped["id"], full["id"])
+    assert code == 0 and out.splitlines() == [f"revoked {scoped['id']} (alice)", f"revoked {full['id']} (alice)"]
+    me = {"user": getpass.getuser(), "via": "cli", "outcome": "ok"}
+    assert [e for e in cli_audit(data_dir) if e["event"].startswith("token_")] == [
+        {"event": "token_created", **me, "token": scoped["id"], "target": "alice", "detail": "files/docs/a/:read files/docs/b/:list"},
+        {"event": "token_created", **me, "token": full["id"], "target": "alice", "detail": "full rights"},
+        {"event": "token_revoked", **me, "token": scoped["id"], "target": "alice"},
+        {"event": "token_revoked", **me, "token": full["id"], "target": "alice"},
+    ]
