@@ -16,7 +16,7 @@
 # mutated function, from the target's list below. The auth target is narrowed
 # to the modules that decide who may do what (passwords, tokens and session
 # ids, rules, sessions and token expiry in service.py, throttling, CSRF) and
-# to the SQLite half of tests/auth (-k 'not postgresql': the PostgreSQL
+# to the SQLite half of tests/auth (-m 'not users_on_postgresql': the PostgreSQL
 # parametrization of users_backend repeats the same store tests on a slower
 # database). Not mutated: the CLI, the SQL store and its migrations, config
 # parsing, audit and bootstrap: those are the authstore target (the SQL store
@@ -52,8 +52,8 @@ declare -A TARGETS=(
 )
 # target -> extra pytest arguments, one per line
 declare -A PYTEST_ARGS=(
-    [auth]=$'-k\nnot postgresql'
-    [authstore]=$'-k\nnot postgresql'
+    [auth]=$'-m\nnot users_on_postgresql'
+    [authstore]=$'-m\nnot users_on_postgresql'
 )
 ORDER=(access seed files writer auth authstore authshared)
 

@@ -47,7 +47,8 @@ _users_db: list[tuple[str, str]] = []  # (users_db, secret_file)
 def pytest_generate_tests(metafunc):
     if "users_backend" in metafunc.fixturenames:
         both = metafunc.definition.get_closest_marker("sqlite_only") is None
-        metafunc.parametrize("users_backend", ["sqlite", "postgresql"] if both else ["sqlite"], indirect=True)
+        on_postgresql = pytest.param("postgresql", marks=pytest.mark.users_on_postgresql)
+        metafunc.parametrize("users_backend", ["sqlite", on_postgresql] if both else ["sqlite"], indirect=True)
 
 
 @pytest.fixture

@@ -525,6 +525,13 @@ async def test_every_users_command_answers_and_audits(data_dir, s3gate):
     ]
 
 
+def test_admin_takes_only_on_or_off(data_dir, s3gate, capsys):
+    assert s3gate("users", "add", "alice", "--no-password")[0] == 0
+    with pytest.raises(SystemExit) as refused:  # argparse's usage error, before anything is opened
+        cli.main(["users", "admin", "alice", "yes"])
+    assert refused.value.code == 2 and "invalid choice" in capsys.readouterr().err
+    assert users_json(s3gate)["alice"]["admin"] is False
+
 def test_audit_names_the_uid_without_a_passwd_entry(data_dir, s3gate, monkeypatch):
     def no_entry():
         raise KeyError("getpwuid(): uid not found")
@@ -559,7 +566,7 @@ async def test_passwords_asked_twice_on_a_terminal(data_dir, s3gate, on_terminal
 
 
 def test_delete_asks_on_a_terminal_unless_yes(data_dir, s3gate, on_terminal):
-    for name in ("bob", "carol", "dave", "erin"):
+    for name in ("bob", "carol", "dave", "frank", "erin"):
         assert s3gate("users", "add", name, "--no-password")[0] == 0
     code, out, _, prompts = on_terminal("users", "delete", "bob", answers=["n"])
     assert (code, out) == (1, "nothing deleted\n")
@@ -568,6 +575,7 @@ def test_delete_asks_on_a_terminal_unless_yes(data_dir, s3gate, on_terminal):
     assert on_terminal("users", "delete", "bob", answers=["y"])[:2] == (0, "deleted bob\n")
     assert on_terminal("users", "delete", "carol", answers=[" YES "])[:2] == (0, "deleted carol\n")
     assert on_terminal("users", "delete", "dave", "--yes")[:2] == (0, "deleted dave\n")  # not asked
+    assert on_terminal("users", "delete", "frank", "-y")[:2] == (0, "deleted frank\n")
     assert s3gate("users", "delete", "erin") == (0, "deleted erin\n", "")  # no terminal: a script, not asked
     assert users_json(s3gate) == {}
 

@@ -223,3 +223,12 @@ def test_the_first_start_banner_is_out_before_the_server_starts(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     password = (tmp_path / "data" / "admin-password").read_text().strip()
     assert f"password: {password}" in proc.stdout, proc.stderr
+
+
+def test_the_first_start_banner_names_the_file_that_keeps_the_password(tmp_path, capsys):
+    """The banner is shown once: it tells where the only other copy of the password is."""
+    bootstrap.run(make_settings(tmp_path), {})
+    out = capsys.readouterr().out
+    kept = tmp_path / "data" / "admin-password"
+    assert f"password: {kept.read_text().strip()}\n" in out
+    assert f"It is also in {kept} (readable only by you)" in out

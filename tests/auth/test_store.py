@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import socket
 import sqlite3
 import stat
 import time
@@ -268,6 +269,23 @@ async def test_sqlite_is_never_touched_on_the_loop(tmp_path):
 
 
 @pytest.mark.sqlite_only
+async def test_a_closed_store_leaves_everything_in_its_file(tmp_path):
+    """After a clean stop the users database is one file again (no -wal holding the last changes):
+    what an operator copies or moves while s3gate is down."""
+    store = await open_store(tmp_path, "users.db")
+    await store.create_user("alice", None, False, 1.0)
+    await store.close()
+    assert not (tmp_path / "users.db-wal").exists()
+    copy = tmp_path / "copy.db"
+    copy.write_bytes((tmp_path / "users.db").read_bytes())
+    conn = sqlite3.connect(copy)
+    try:
+        assert conn.execute("SELECT name FROM users").fetchall() == [("alice",)]
+    finally:
+        conn.close()
+
+
+@pytest.mark.sqlite_only
 async def test_an_unreachable_postgresql_is_a_clear_error_without_the_password():
     with pytest.raises(ConfigError) as caught:
         await PostgresDatabase.open("postgresql://gate:hunter2@127.0.0.1:1/users", wait=1.0)
@@ -277,6 +295,28 @@ async def test_an_unreachable_postgresql_is_a_clear_error_without_the_password()
         redact_url("postgresql://u:p@h/d?password=x&sslmode=require")
         == "postgresql://u:***@h/d?password=***&sslmode=require"
     )
+
+
+@pytest.mark.sqlite_only  # no database reached
+async def test_an_unreachable_users_server_is_refused_with_the_drivers_reason():
+    """The operator reads why (here: nothing listens on the port), not only that it failed."""
+    with pytest.raises(ConfigError) as caught:
+        await PostgresDatabase.open("postgresql://gate:hunter2@127.0.0.1:1/users", wait=1.0)
+    assert 'connection to server at "127.0.0.1", port 1 failed: Connection refused' in str(caught.value)
+
+
+@pytest.mark.sqlite_only  # no database reached
+async def test_a_users_server_port_that_never_answers_is_an_error_not_a_hang():
+    """Something accepts the connection and never speaks (a firewall, another service): s3gate
+    still stops with the reason, after the pool's wait and one 5 s connection attempt."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"postgresql://gate:hunter2@127.0.0.1:{silent.getsockname()[1]}/users"
+        with pytest.raises(ConfigError) as caught:
+            await asyncio.wait_for(PostgresDatabase.open(url, wait=0.5), 30)
+    assert "connection timeout expired" in str(caught.value)
+    assert "hunter2" not in str(caught.value)
 
 
 async def test_rules_and_public_rules_in_one_round_trip(tmp_path, users_db):
