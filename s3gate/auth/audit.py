@@ -140,21 +140,14 @@ _STOP = object()  # queued last by AuditSink.stop: the writer writes what came b
 
 
 @contextlib.asynccontextmanager
-async def running(destination: str, data_dir: str, *, to_stderr: bool = True) -> AsyncIterator[None]:
-    """Audit lines recorded inside go to ``destination`` (a file, or ``-``: standard error).
-
-    With ``to_stderr=False`` (the CLI: its output stays its own) nothing is started
-    for ``-``, and lines recorded inside are dropped.
-    """
+async def running(destination: str, data_dir: str) -> AsyncIterator[None]:
+    """Audit lines recorded inside go to ``destination``: a file, or ``-`` for the main log."""
     sink = AuditSink(destination, data_dir)
-    started = sink.path is not None or to_stderr
-    if started:
-        await asyncio.to_thread(sink.start)
+    await asyncio.to_thread(sink.start)
     try:
         yield
     finally:
-        if started:
-            await asyncio.to_thread(sink.stop)
+        await asyncio.to_thread(sink.stop)
 
 
 class AuditSink:

@@ -33,7 +33,7 @@ async def ensure_admin_async(settings) -> str | None:
     config = check(settings)
     if not config.enabled:
         return None
-    async with running_service(config, audit_to_stderr=False) as service:
+    async with running_service(config) as service:
         if await service.store.count_users():
             return None
         generated = not settings.admin_password

@@ -18,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from .. import logformat
 from ..errors import ConfigError, GatewayError
 from . import audit
 from .bootstrap import run_sync
@@ -33,9 +34,17 @@ class CommandError(Exception):
 
 
 def _settings():
+    """The gateway's settings; with ``audit_log = "-"`` the command's audit lines go to its standard error.
+
+    (The gateway's join its main log there; a command has no other log, and an audit file
+    is written by every command as by the gateway.)
+    """
     from .. import settings as settings_mod
 
-    return settings_mod.load()
+    settings = settings_mod.load()
+    if settings.audit_log in ("", "-"):
+        logformat.configure("warning", settings.log_format)  # the audit logger itself says INFO
+    return settings
 
 
 def _operator() -> str:
@@ -67,7 +76,7 @@ def _run(work: Callable[[AuthService], Awaitable[int]], *, create: bool = False)
         return 2
 
     async def main() -> int:
-        async with running_service(config, audit_to_stderr=False) as service:
+        async with running_service(config) as service:
             return await work(service)
 
     try:
@@ -140,7 +149,7 @@ def cmd_migrate_to(args: argparse.Namespace) -> int:
 
     async def main() -> str:
         # The copy is audited in the source's audit log, like every other users command.
-        async with audit.running(config.audit_log, config.data_dir, to_stderr=False):
+        async with audit.running(config.audit_log, config.data_dir):
             source = await open_store(config.data_dir, config.users_db)
             try:
                 target = await open_store(config.data_dir, args.url)

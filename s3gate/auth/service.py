@@ -436,14 +436,13 @@ async def running_service(
     *,
     hasher: argon2.PasswordHasher | None = None,
     clock: Callable[[], float] | None = None,
-    audit_to_stderr: bool = True,
 ) -> AsyncIterator[AuthService]:
     """The audit log and the users store, opened and closed together: the app, the CLI, first start.
 
-    With ``audit_log = "-"`` the audit lines join the main log on standard
-    error; the CLI passes ``audit_to_stderr=False`` so its output stays its own.
+    With ``audit_log = "-"`` the audit lines join the main log on standard error
+    (a command's own standard error: see ``cli._settings``).
     """
-    async with audit.running(config.audit_log, config.data_dir, to_stderr=audit_to_stderr):
+    async with audit.running(config.audit_log, config.data_dir):
         service = await AuthService.open(config, hasher=hasher, **({"clock": clock} if clock else {}))
         try:
             yield service

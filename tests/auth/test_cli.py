@@ -235,6 +235,23 @@ def test_console_script_end_to_end(data_dir):
     assert "carol" in proc.stdout and "admin" in proc.stdout and PASSWORD not in proc.stdout + proc.stderr
 
 
+
+@pytest.mark.sqlite_only  # where the audit lines go does not depend on the users database
+def test_with_audit_log_dash_the_commands_audit_on_their_stderr(data_dir):
+    """audit_log = "-" sends the gateway's audit lines to its log on stderr; a command's go to its own stderr."""
+    env = {**os.environ, "S3GATE_DATA_DIR": str(data_dir), "S3GATE_AUDIT_LOG": "-", "S3GATE_LOG_FORMAT": "json"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "s3gate", "users", "add", "bob", "--no-password"],
+        capture_output=True, text=True, env=env, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("created user bob")  # stdout stays the command's answer
+    (line,) = [json.loads(x) for x in proc.stderr.splitlines()]
+    assert json.loads(line["message"]) | {"ts": None} == {
+        "ts": None, "event": "user_created", "user": getpass.getuser(), "via": "cli", "target": "bob", "outcome": "ok"
+    }
+    assert not (data_dir / "audit.log").exists()
+
 # -- first start ------------------------------------------------------------------
 def test_first_start_creates_admin_with_a_random_password(data_dir, capsys):
     settings = settings_mod.load()

@@ -192,7 +192,7 @@ def add_users(env: dict[str, str], bucket: str) -> None:
 
     async def add() -> None:
         config = check(settings_mod.load(environ=env, use_file=False))
-        async with running_service(config, audit_to_stderr=False) as service:
+        async with running_service(config) as service:
             for name in ("alice", "carol"):
                 await service.add_user(name, PASSWORD)
             await service.grant("alice", Rule.parse(f"{bucket}:all"))
