@@ -139,6 +139,11 @@ class _AuditFile:
 _STOP = object()  # queued last by AuditSink.stop: the writer writes what came before, then ends
 
 
+def to_main_log(destination: str) -> bool:
+    """Whether an ``audit_log`` value means the main log on standard error (``-``), not a file."""
+    return destination in ("", "-")
+
+
 @contextlib.asynccontextmanager
 async def running(destination: str, data_dir: str) -> AsyncIterator[None]:
     """Audit lines recorded inside go to ``destination``: a file, or ``-`` for the main log."""
@@ -151,7 +156,7 @@ async def running(destination: str, data_dir: str) -> AsyncIterator[None]:
 
 
 class AuditSink:
-    """Owns the audit handler for one app's lifetime (started and stopped in cleanup_ctx)."""
+    """Owns the audit handler while it runs (started and stopped by ``running()``)."""
 
     def __init__(self, destination: str, data_dir: str):
         self.destination = destination
@@ -162,7 +167,7 @@ class AuditSink:
 
     @property
     def path(self) -> Path | None:
-        if self.destination in ("", "-"):
+        if to_main_log(self.destination):
             return None
         p = Path(self.destination)
         return p if p.is_absolute() else Path(self.data_dir) / p

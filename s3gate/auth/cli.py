@@ -42,7 +42,7 @@ def _settings():
     from .. import settings as settings_mod
 
     settings = settings_mod.load()
-    if settings.audit_log in ("", "-"):
+    if audit.to_main_log(settings.audit_log):
         logformat.configure("warning", settings.log_format)  # the audit logger itself says INFO
     return settings
 
